@@ -1,0 +1,101 @@
+"""The error tree of aiodicomweb.
+
+Server-side errors are also the builtin ``ConnectionError`` (so the legacy
+adapter's documented ``except ConnectionError`` keeps working); caller-side
+errors are also ``ValueError``. Local filesystem problems stay plain ``OSError``
+subclasses and are not wrapped.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DicomWebError",
+    "DicomWebHTTPError",
+    "DicomWebServerError",
+    "DicomWebTimeoutError",
+    "DicomWebTransportError",
+    "DicomWebUsageError",
+    "InvalidUIDError",
+    "MultipartError",
+    "UnexpectedResponseError",
+]
+
+_EXCERPT_LIMIT = 200
+
+
+class DicomWebError(Exception):
+    """Base class of every error aiodicomweb raises on its own account."""
+
+    def __init__(self, message: str) -> None:
+        # One positional argument only: OSError subclasses would otherwise read
+        # (errno, strerror) out of a two-argument call.
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class DicomWebServerError(DicomWebError, ConnectionError):
+    """The server, the network or the response is at fault."""
+
+
+class DicomWebTransportError(DicomWebServerError):
+    """The connection failed: refused, reset, closed early, TLS or protocol errors."""
+
+
+class DicomWebTimeoutError(DicomWebTransportError, TimeoutError):
+    """Connecting, reading, writing or waiting for a pooled connection took too long."""
+
+
+class DicomWebHTTPError(DicomWebServerError):
+    """The server answered with an error status (after any retries).
+
+    Attributes:
+        status: The HTTP status code.
+        method: The request method.
+        url: The request URL, without credentials.
+        body_excerpt: The start of the response body, for diagnosis.
+    """
+
+    def __init__(
+        self, message: str, *, status: int, method: str, url: str, body_excerpt: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.method = method
+        self.url = url
+        self.body_excerpt = body_excerpt
+
+
+class UnexpectedResponseError(DicomWebServerError):
+    """A success status with a body that is not what was asked for.
+
+    Wrong media type, undecodable JSON, a hostile UID in a search result.
+    """
+
+
+class MultipartError(DicomWebServerError):
+    """A multipart/related body is malformed or ends before its closing delimiter.
+
+    Attributes:
+        offset: Byte offset in the body where parsing failed.
+    """
+
+    def __init__(self, message: str, *, offset: int) -> None:
+        super().__init__(f"{message} (at byte {offset})")
+        self.offset = offset
+
+
+class DicomWebUsageError(DicomWebError, ValueError):
+    """The caller asked for something invalid; raised before any request."""
+
+
+class InvalidUIDError(DicomWebUsageError):
+    """A value is not a valid DICOM UID (digits and dots, at most 64 characters)."""
+
+
+def excerpt(text: str, limit: int = _EXCERPT_LIMIT) -> str:
+    """Shorten a response body for an error message, on one line."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
