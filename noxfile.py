@@ -1,0 +1,84 @@
+"""Developer tasks: `nox -s tests`, `lint`, `typecheck`, `demo`, `bench`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).parent
+PYPROJECT = nox.project.load_toml(ROOT / "pyproject.toml")
+INSTALL_SCRIPT = ROOT / "scripts" / "install-orthanc.sh"
+
+nox.options.sessions = ["lint", "typecheck", "tests"]
+nox.options.reuse_venv = "yes"
+
+
+def _orthanc_installed() -> bool:
+    return bool(shutil.which("Orthanc") or os.path.exists("/usr/sbin/Orthanc")) and bool(
+        list(Path("/usr/share/orthanc/plugins").glob("libOrthancDicomWeb.so*"))
+        or os.environ.get("ORTHANC_DICOMWEB_PLUGIN")
+    )
+
+
+def ensure_orthanc(session: nox.Session) -> None:
+    """Install Orthanc through the project's script when possible, else stop clearly."""
+    if os.environ.get("ORTHANC_BIN") or _orthanc_installed():
+        return
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        session.log("Orthanc is missing: installing it with scripts/install-orthanc.sh")
+        subprocess.run(["bash", str(INSTALL_SCRIPT)], check=True)
+        return
+    session.error(
+        "Orthanc with its DICOMweb plugin is required for the integration tests. "
+        "Run `sudo scripts/install-orthanc.sh` (Debian/Ubuntu) or set ORTHANC_BIN and "
+        "ORTHANC_DICOMWEB_PLUGIN."
+    )
+
+
+def install_project(session: nox.Session, *groups: str) -> None:
+    session.install("-e", ".[http2,legacy,cli]")
+    for group in groups:
+        session.install(*nox.project.dependency_groups(PYPROJECT, group))
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Run the test suite against real Orthanc servers started on loopback."""
+    ensure_orthanc(session)
+    install_project(session, "test")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """Ruff lint and format check."""
+    session.install(*nox.project.dependency_groups(PYPROJECT, "lint"))
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict on the package."""
+    install_project(session, "typecheck")
+    session.run("mypy")
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """The end-to-end demo against a local Orthanc that it starts itself."""
+    ensure_orthanc(session)
+    install_project(session, "test")
+    session.run("python", "scripts/demo.py", *session.posargs)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks against baselines measured in the same run (see benchmarks/README.md)."""
+    ensure_orthanc(session)
+    install_project(session, "test", "bench")
+    session.run("python", "benchmarks/run_all.py", *session.posargs)
