@@ -17,6 +17,7 @@ __all__ = [
     "DicomWebUsageError",
     "InvalidUIDError",
     "MultipartError",
+    "MultipartUnsupportedError",
     "UnexpectedResponseError",
 ]
 
@@ -56,16 +57,25 @@ class DicomWebHTTPError(DicomWebServerError):
         method: The request method.
         url: The request URL, without credentials.
         body_excerpt: The start of the response body, for diagnosis.
+        retry_after: Seconds the server asked to wait (Retry-After), if any.
     """
 
     def __init__(
-        self, message: str, *, status: int, method: str, url: str, body_excerpt: str = ""
+        self,
+        message: str,
+        *,
+        status: int,
+        method: str,
+        url: str,
+        body_excerpt: str = "",
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.method = method
         self.url = url
         self.body_excerpt = body_excerpt
+        self.retry_after = retry_after
 
 
 class UnexpectedResponseError(DicomWebServerError):
@@ -75,15 +85,24 @@ class UnexpectedResponseError(DicomWebServerError):
     """
 
 
+class MultipartUnsupportedError(UnexpectedResponseError):
+    """The server will not send a series as multipart/related (406, 400, other media type).
+
+    The per-instance download strategy works with such servers.
+    """
+
+
 class MultipartError(DicomWebServerError):
     """A multipart/related body is malformed or ends before its closing delimiter.
 
     Attributes:
+        reason: What is wrong, without the offset.
         offset: Byte offset in the body where parsing failed.
     """
 
-    def __init__(self, message: str, *, offset: int) -> None:
-        super().__init__(f"{message} (at byte {offset})")
+    def __init__(self, reason: str, *, offset: int) -> None:
+        super().__init__(f"{reason} (at byte {offset})")
+        self.reason = reason
         self.offset = offset
 
 
@@ -99,3 +118,25 @@ def excerpt(text: str, limit: int = _EXCERPT_LIMIT) -> str:
     """Shorten a response body for an error message, on one line."""
     flat = " ".join(text.split())
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def translate_httpx_error(error: Exception, method: str, url: str) -> DicomWebError:
+    """The one place where httpx exceptions become ours (`url` must be redacted).
+
+    httpx is imported lazily so this module stays importable without it.
+    """
+    import httpx
+
+    what = f"{method} {url}"
+    detail = str(error) or type(error).__name__
+    if isinstance(error, httpx.UnsupportedProtocol):
+        return DicomWebUsageError(f"{what}: unsupported URL scheme ({detail})")
+    if isinstance(error, httpx.TimeoutException):
+        return DicomWebTimeoutError(f"{what}: timed out ({type(error).__name__}: {detail})")
+    if isinstance(error, httpx.TransportError):
+        return DicomWebTransportError(f"{what}: connection failed ({detail})")
+    if isinstance(error, httpx.DecodingError):
+        return UnexpectedResponseError(f"{what}: undecodable response body ({detail})")
+    if isinstance(error, httpx.TooManyRedirects):
+        return UnexpectedResponseError(f"{what}: too many redirects")
+    return DicomWebServerError(f"{what}: {type(error).__name__}: {detail}")

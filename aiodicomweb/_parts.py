@@ -1,0 +1,190 @@
+"""Turn a streamed WADO-RS response into an async iterator of parts.
+
+The glue between httpx's byte stream and the sans-IO multipart parser: one
+chunk is fed at a time, and the parser's events are handed out before the next
+chunk is read, so memory holds one network chunk, never a part or a series.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+
+import httpx
+
+from aiodicomweb._exceptions import MultipartError, UnexpectedResponseError, translate_httpx_error
+from aiodicomweb._media import DICOM, MULTIPART_RELATED, media_type
+from aiodicomweb._multipart import (
+    MultipartParser,
+    PartData,
+    PartEnded,
+    PartStarted,
+    multipart_boundary,
+    parse_content_type,
+)
+
+__all__ = ["MultipartStream", "Part"]
+
+_Event = PartStarted | PartData | PartEnded
+
+
+class Part:
+    """One part of a multipart/related response, read as it arrives.
+
+    Attributes:
+        headers: The part's own headers (case-insensitive mapping).
+        content_type: Its Content-Type, if sent.
+        transfer_syntax: The `transfer-syntax` parameter of its Content-Type, if any.
+        content_location: Its Content-Location, if sent.
+        content_length: Its declared Content-Length, if sent.
+        index: Position of the part in the response, from 0.
+    """
+
+    def __init__(self, stream: MultipartStream, started: PartStarted, index: int) -> None:
+        self._stream = stream
+        self.headers = httpx.Headers(list(started.headers))
+        self.content_type = self.headers.get("content-type")
+        self.transfer_syntax = (
+            parse_content_type(self.content_type).param("transfer-syntax")
+            if self.content_type
+            else None
+        )
+        self.content_location = self.headers.get("content-location")
+        self.content_length = started.content_length
+        self.index = index
+        self.done = False
+
+    def __repr__(self) -> str:
+        return f"<Part {self.index} {self.content_type!r} length={self.content_length}>"
+
+    async def aiter_views(self) -> AsyncIterator[memoryview]:
+        """The body as zero-copy memoryviews, each valid until the next step."""
+        while not self.done:
+            event = await self._stream.next_event()
+            if isinstance(event, PartData):
+                yield event.data
+            elif isinstance(event, PartEnded) or event is None:
+                self.done = True
+
+    async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        """The body as it arrives, in chunks.
+
+        Raises:
+            MultipartError: the response was truncated or malformed.
+            DicomWebTransportError: the connection failed.
+        """
+        async for view in self.aiter_views():
+            yield bytes(view)
+
+    async def read(self) -> bytes:
+        """The whole body of this part (for small parts).
+
+        Raises:
+            MultipartError: the response was truncated or malformed.
+            DicomWebTransportError: the connection failed.
+        """
+        return b"".join([bytes(view) async for view in self.aiter_views()])
+
+
+class MultipartStream:
+    """Async iterator of `Part`s over an open, streamed httpx response.
+
+    A body that is a single `application/dicom` (or other accepted) document
+    instead of a multipart one is presented as one part.
+    """
+
+    def __init__(
+        self,
+        response: httpx.Response,
+        *,
+        description: str,
+        single_part_types: tuple[str, ...] = (DICOM,),
+        max_part_size: int | None = None,
+    ) -> None:
+        self._response = response
+        self._description = description
+        self._events: deque[_Event] = deque()
+        self._chunks = response.aiter_bytes()
+        self._current: Part | None = None
+        self._count = 0
+        self._exhausted = False
+        self._parser, first = self._choose_parser(single_part_types, max_part_size)
+        if first is not None:
+            self._events.append(first)
+
+    def _choose_parser(
+        self, single_part_types: tuple[str, ...], max_part_size: int | None
+    ) -> tuple[MultipartParser | None, PartStarted | None]:
+        header = self._response.headers.get("content-type", "")
+        kind = media_type(header)
+        if kind == MULTIPART_RELATED:
+            boundary = multipart_boundary(parse_content_type(header))
+            return MultipartParser(boundary, max_part_size=max_part_size), None
+        if kind in single_part_types:
+            length = self._response.headers.get("content-length")
+            started = PartStarted(
+                headers=(("Content-Type", header),),
+                content_length=int(length) if length and length.isdigit() else None,
+            )
+            return None, started
+        raise UnexpectedResponseError(
+            f"{self._description}: expected multipart/related, got {header or 'no Content-Type'!r}"
+        )
+
+    def __aiter__(self) -> MultipartStream:
+        return self
+
+    async def __anext__(self) -> Part:
+        if self._current is not None and not self._current.done:
+            async for _ in self._current.aiter_views():
+                pass  # skip what the caller did not read
+        while True:
+            event = await self.next_event()
+            if event is None:
+                raise StopAsyncIteration
+            if isinstance(event, PartStarted):
+                self._current = Part(self, event, self._count)
+                self._count += 1
+                return self._current
+
+    @property
+    def parts_seen(self) -> int:
+        """How many parts have started so far."""
+        return self._count
+
+    async def next_event(self) -> _Event | None:
+        """The next parser event, reading from the network when none is queued."""
+        while not self._events:
+            if self._exhausted:
+                return None
+            chunk = await self._read_chunk()
+            if chunk is None:
+                self._exhausted = True
+                self._events.extend(self._finish())
+            elif self._parser is None:
+                self._events.append(PartData(memoryview(chunk)))
+            else:
+                self._events.extend(self._parse(self._parser.feed, chunk))
+        return self._events.popleft()
+
+    async def _read_chunk(self) -> bytes | None:
+        try:
+            return await self._chunks.__anext__()
+        except StopAsyncIteration:
+            return None
+        except httpx.HTTPError as error:
+            raise translate_httpx_error(error, "GET", self._description) from error
+
+    def _finish(self) -> list[_Event]:
+        if self._parser is None:
+            return [PartEnded()]
+        return self._parse(lambda _: self._parser.close() if self._parser else [], b"")
+
+    def _parse(self, step: Callable[[bytes], list[_Event]], chunk: bytes) -> list[_Event]:
+        try:
+            return step(chunk)
+        except MultipartError as error:
+            # Say which request the body belonged to; the offset stays exact.
+            raise MultipartError(
+                f"{self._description}: {error.reason}", offset=error.offset
+            ) from None

@@ -1,0 +1,177 @@
+"""Pure URL and query building for QIDO/WADO/STOW/DELETE, and UID validation."""
+
+from __future__ import annotations
+
+import datetime
+import re
+from collections.abc import Iterable, Mapping
+from typing import Literal
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from pydicom.datadict import tag_for_keyword
+
+from aiodicomweb._exceptions import DicomWebUsageError, InvalidUIDError, UnexpectedResponseError
+
+__all__ = [
+    "Level",
+    "build_query",
+    "is_valid_uid",
+    "qido_path",
+    "redact_url",
+    "resource_path",
+    "server_uid",
+    "validate_uid",
+]
+
+Level = Literal["studies", "series", "instances"]
+
+# Digits and dots, no empty component. Leading zeros inside a component are
+# invalid per PS3.5 9.1 but occur in the wild; they are harmless as path names.
+_UID_RE = re.compile(r"[0-9]+(?:\.[0-9]+)*")
+_UID_MAX = 64
+_TAG_RE = re.compile(r"\(?([0-9A-Fa-f]{4}),?([0-9A-Fa-f]{4})\)?")
+# Orthanc 1.10 / DICOMweb 1.7 does not percent-decode query values, so characters
+# that are legal in a URI query stay literal; only delimiters and space are encoded.
+_QUERY_SAFE = "^*?-._~,:/@!$'()"
+
+
+def is_valid_uid(value: object) -> bool:
+    """Whether `value` is a DICOM UID: digits and dots, 1 to 64 characters."""
+    return isinstance(value, str) and len(value) <= _UID_MAX and bool(_UID_RE.fullmatch(value))
+
+
+def validate_uid(value: object, what: str = "UID") -> str:
+    """Return `value` if it is a valid UID supplied by the caller.
+
+    Raises:
+        InvalidUIDError: `value` is not a valid UID (also a ValueError).
+    """
+    if not is_valid_uid(value):
+        raise InvalidUIDError(f"invalid {what}: {value!r} (expected digits and dots, <= 64 chars)")
+    assert isinstance(value, str)
+    return value
+
+
+def server_uid(value: object, what: str) -> str:
+    """Return a UID that came from a server, refusing anything unsafe as a path.
+
+    Raises:
+        UnexpectedResponseError: the server sent something that is not a UID.
+    """
+    if not is_valid_uid(value):
+        shown = repr(value)[:80]
+        raise UnexpectedResponseError(f"server returned an invalid {what}: {shown}")
+    assert isinstance(value, str)
+    return value
+
+
+def resource_path(
+    study_uid: str | None = None, series_uid: str | None = None, sop_uid: str | None = None
+) -> str:
+    """`/studies/{s}[/series/{se}[/instances/{i}]]`, every UID validated."""
+    path = "/studies/" + validate_uid(study_uid, "StudyInstanceUID")
+    if series_uid is not None:
+        path += "/series/" + validate_uid(series_uid, "SeriesInstanceUID")
+    if sop_uid is not None:
+        if series_uid is None:
+            raise DicomWebUsageError("an instance needs its series UID")
+        path += "/instances/" + validate_uid(sop_uid, "SOPInstanceUID")
+    return path
+
+
+def qido_path(level: Level, study_uid: str | None = None, series_uid: str | None = None) -> str:
+    """The QIDO-RS resource for a search at `level`, scoped as far as UIDs are given.
+
+    Every resource of PS3.18 10.6: `/studies`, `/series`, `/instances`,
+    `/studies/{s}/series`, `/studies/{s}/instances`, `/studies/{s}/series/{se}/instances`.
+    """
+    if level == "studies":
+        if study_uid is not None or series_uid is not None:
+            raise DicomWebUsageError("a study search takes no study or series UID scope")
+        return "/studies"
+    if series_uid is not None and level == "series":
+        raise DicomWebUsageError("a series search cannot be scoped to a series")
+    if series_uid is not None and study_uid is None:
+        raise DicomWebUsageError("a series scope needs its study UID")
+    if study_uid is None:
+        return "/" + level
+    return resource_path(study_uid, series_uid) + "/" + level
+
+
+def _attribute(key: str | int) -> str:
+    """Validate a match or include key: keyword, tag, or a dotted sequence path."""
+    if isinstance(key, int):
+        return f"{key:08X}"
+    parts = []
+    for piece in key.split("."):
+        tag_match = _TAG_RE.fullmatch(piece)
+        if tag_match:
+            parts.append((tag_match.group(1) + tag_match.group(2)).upper())
+        elif tag_for_keyword(piece) is not None:
+            parts.append(piece)
+        else:
+            raise DicomWebUsageError(f"unknown DICOM attribute in query: {key!r}")
+    return ".".join(parts)
+
+
+def _format_value(value: object) -> str:
+    if isinstance(value, bool):
+        raise DicomWebUsageError(f"a boolean is not a DICOM match value: {value!r}")
+    if isinstance(value, datetime.datetime):
+        return value.strftime("%Y%m%d%H%M%S")
+    if isinstance(value, datetime.date):
+        return value.strftime("%Y%m%d")
+    if isinstance(value, datetime.time):
+        return value.strftime("%H%M%S")
+    if isinstance(value, tuple) and len(value) == 2:
+        low, high = ("" if v is None else _format_value(v) for v in value)
+        return f"{low}-{high}"
+    if isinstance(value, (list, tuple)):
+        return ",".join(_format_value(v) for v in value)
+    if isinstance(value, (str, int, float)):
+        return str(value)
+    raise DicomWebUsageError(f"unsupported match value type: {type(value).__name__}")
+
+
+def build_query(
+    match: Mapping[str | int, object] | None = None,
+    *,
+    include_fields: Iterable[str | int] | str | None = None,
+    fuzzy: bool | None = None,
+    limit: int | None = None,
+    offset: int | None = None,
+) -> str:
+    """The QIDO-RS query string (without `?`), validated before any request.
+
+    A 2-tuple value is a range (`(start, end)`, either may be None); a list is a
+    UID list; dates and times are formatted as DICOM DA/TM/DT.
+
+    Raises:
+        DicomWebUsageError: unknown attribute, bad value, negative limit/offset.
+    """
+    pairs: list[tuple[str, str]] = []
+    for key, value in (match or {}).items():
+        pairs.append((_attribute(key), _format_value(value)))
+    if isinstance(include_fields, str):
+        include_fields = [include_fields]
+    for field in include_fields or ():
+        pairs.append(("includefield", "all" if field == "all" else _attribute(field)))
+    if fuzzy is not None:
+        pairs.append(("fuzzymatching", "true" if fuzzy else "false"))
+    for name, number in (("limit", limit), ("offset", offset)):
+        if number is not None:
+            if isinstance(number, bool) or not isinstance(number, int) or number < 0:
+                raise DicomWebUsageError(f"{name} must be a non-negative integer: {number!r}")
+            pairs.append((name, str(number)))
+    return "&".join(f"{name}={quote(value, safe=_QUERY_SAFE)}" for name, value in pairs)
+
+
+def redact_url(url: str) -> str:
+    """`url` without user information, for messages, logs and reprs."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host += f":{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
