@@ -1,0 +1,441 @@
+"""Series and studies to folders: strategies, bounded concurrency, atomic results.
+
+A result is assembled in a hidden sibling folder of `dest_dir` and renamed into
+place only once every instance has arrived whole (the multipart closing
+delimiter seen, every file closed). On any failure, cancellation included, the
+sibling is removed and `dest_dir` never appears.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import shutil
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import anyio
+
+from aiodicomweb._exceptions import (
+    DicomWebHTTPError,
+    MultipartUnsupportedError,
+    UnexpectedResponseError,
+)
+from aiodicomweb._files import FileLane, write_part
+from aiodicomweb._parts import MultipartStream
+from aiodicomweb._retry import retrying
+from aiodicomweb._tasks import task_group
+from aiodicomweb._urls import resource_path, server_uid, validate_uid
+
+if TYPE_CHECKING:
+    from aiodicomweb._client import AsyncDicomWebClient
+
+__all__ = [
+    "DownloadProgress",
+    "DownloadResult",
+    "SeriesResult",
+    "Strategy",
+    "download_series",
+    "download_study",
+]
+
+logger = logging.getLogger("aiodicomweb")
+Strategy = Literal["multipart", "per_instance"]
+STRATEGIES = ("multipart", "per_instance")
+SOP_INSTANCE_UID = "00080018"
+SERIES_INSTANCE_UID = "0020000E"
+# Statuses with which servers refuse a multipart series retrieve.
+_MULTIPART_REFUSALS = (400, 406, 415, 501)
+
+
+@dataclass(frozen=True)
+class DownloadProgress:
+    """A snapshot passed to the progress callback after each instance.
+
+    Attributes:
+        series_uid: The series the instance belonged to.
+        series_instances: Instances of that series written so far.
+        series_bytes: Bytes of that series written so far.
+        series_expected: Instances the series holds, when known (per instance).
+        total_instances: Instances written so far in the whole call.
+        total_bytes: Bytes written so far in the whole call.
+        series_done: The series is complete.
+    """
+
+    series_uid: str
+    series_instances: int
+    series_bytes: int
+    series_expected: int | None
+    total_instances: int
+    total_bytes: int
+    series_done: bool = False
+
+
+ProgressCallback = Callable[[DownloadProgress], None]
+
+
+@dataclass(frozen=True)
+class SeriesResult:
+    """One downloaded series: where it is and what it holds."""
+
+    series_uid: str
+    path: Path
+    files: tuple[Path, ...]
+    bytes: int
+
+    @property
+    def instances(self) -> int:
+        return len(self.files)
+
+
+@dataclass(frozen=True)
+class DownloadResult:
+    """What a download call wrote.
+
+    Attributes:
+        path: The destination folder (now complete).
+        study_uid: The study.
+        series: One entry per series.
+        seconds: Wall time of the call.
+    """
+
+    path: Path
+    study_uid: str
+    series: tuple[SeriesResult, ...]
+    seconds: float
+
+    @property
+    def instances(self) -> int:
+        return sum(s.instances for s in self.series)
+
+    @property
+    def bytes(self) -> int:
+        return sum(s.bytes for s in self.series)
+
+
+@dataclass
+class _Tally:
+    """Progress counters shared by every series of one call."""
+
+    callback: ProgressCallback | None
+    instances: int = 0
+    bytes: int = 0
+    per_series: dict[str, list[int]] = field(default_factory=dict)
+
+    def add(self, series_uid: str, size: int, expected: int | None, done: bool = False) -> None:
+        counts = self.per_series.setdefault(series_uid, [0, 0])
+        if size >= 0:
+            counts[0] += 1
+            counts[1] += size
+            self.instances += 1
+            self.bytes += size
+        if self.callback is not None:
+            self.callback(
+                DownloadProgress(series_uid, counts[0], counts[1], expected,
+                                 self.instances, self.bytes, done)
+            )  # fmt: skip
+
+
+def check_destination(dest_dir: str | os.PathLike[str]) -> Path:
+    """Refuse a destination that exists or whose parent is missing or unwritable.
+
+    Raises:
+        FileExistsError: `dest_dir` exists.
+        FileNotFoundError: its parent does not exist.
+        NotADirectoryError: its parent is not a folder.
+        PermissionError: its parent is not writable.
+    """
+    dest = Path(dest_dir).absolute()
+    if os.path.lexists(dest):
+        raise FileExistsError(17, "destination already exists", str(dest))
+    parent = dest.parent
+    if not parent.exists():
+        raise FileNotFoundError(2, "parent folder does not exist", str(parent))
+    if not parent.is_dir():
+        raise NotADirectoryError(20, "parent is not a folder", str(parent))
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PermissionError(13, "parent folder is not writable", str(parent))
+    return dest
+
+
+@contextmanager
+def atomic_directory(dest: Path) -> Iterator[Path]:
+    """Yield a hidden sibling of `dest`; rename it to `dest` on success, remove it on failure."""
+    staging = dest.parent / f".{dest.name}.{secrets.token_hex(4)}.partial"
+    os.mkdir(staging)
+    try:
+        yield staging
+        if os.path.lexists(dest):
+            raise FileExistsError(17, "destination appeared during the download", str(dest))
+        os.rename(staging, dest)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _file_name(index: int) -> str:
+    return f"file{index:06d}.dcm"
+
+
+async def _write_parts(
+    parts: MultipartStream, folder: Path, series_uid: str, tally: _Tally
+) -> tuple[list[Path], int]:
+    """Write each part to its own file as its bytes arrive (see `_files`)."""
+    files: list[Path] = []
+    lane = FileLane()
+    total = 0
+    async with task_group() as group:
+        group.start_soon(lane.run)
+        try:
+            async for part in parts:
+                path = folder / _file_name(len(files))
+                files.append(path)
+                total += await lane.write(
+                    part, path, lambda done: tally.add(series_uid, done.size, None)
+                )
+        finally:
+            with anyio.CancelScope(shield=True):
+                await lane.finish()
+    return files, total
+
+
+async def _multipart_series(
+    client: AsyncDicomWebClient,
+    study_uid: str,
+    series_uid: str,
+    folder: Path,
+    tally: _Tally,
+    transfer_syntax: str | None,
+) -> SeriesResult:
+    async def attempt() -> SeriesResult:
+        _empty(folder)
+        path = resource_path(study_uid, series_uid)
+        async with client._open_parts(path, transfer_syntax, retry=False) as parts:
+            files, size = await _write_parts(parts, folder, series_uid, tally)
+        if not files:
+            raise UnexpectedResponseError(f"series {series_uid}: the server sent no instances")
+        return SeriesResult(series_uid, folder, tuple(files), size)
+
+    try:
+        return await retrying(client.retry, attempt)
+    except (DicomWebHTTPError, UnexpectedResponseError) as error:
+        refused = (
+            error.status in _MULTIPART_REFUSALS
+            if isinstance(error, DicomWebHTTPError)
+            else "expected multipart" in error.message
+        )
+        if not refused:
+            raise
+        raise MultipartUnsupportedError(
+            f"{error}; this server may not serve a series as multipart: "
+            "use strategy='per_instance' (or fallback=True)"
+        ) from error
+
+
+def _empty(folder: Path) -> None:
+    """Remove what a failed attempt left, so a retry starts from a clean folder."""
+    for entry in folder.iterdir():
+        entry.unlink()
+
+
+async def list_instance_uids(
+    client: AsyncDicomWebClient, study_uid: str, series_uid: str
+) -> list[str]:
+    """SOP Instance UIDs of a series in QIDO order, each checked as a safe path name."""
+    found = await client.search_instances(study_uid, series_uid, include_fields=[SOP_INSTANCE_UID])
+    uids = [server_uid(_first_value(ds, SOP_INSTANCE_UID), "SOPInstanceUID") for ds in found]
+    if len(set(uids)) != len(uids):
+        raise UnexpectedResponseError(f"series {series_uid}: QIDO listed an instance twice")
+    return uids
+
+
+def _first_value(dataset: dict[str, object], tag: str) -> object:
+    element = dataset.get(tag)
+    values = element.get("Value") if isinstance(element, dict) else None
+    return values[0] if isinstance(values, list) and values else None
+
+
+async def _per_instance_series(
+    client: AsyncDicomWebClient,
+    study_uid: str,
+    series_uid: str,
+    folder: Path,
+    tally: _Tally,
+    transfer_syntax: str | None,
+    concurrency: int,
+) -> SeriesResult:
+    uids = await list_instance_uids(client, study_uid, series_uid)
+    if not uids:
+        raise UnexpectedResponseError(f"series {series_uid}: QIDO lists no instances")
+    sizes = [0] * len(uids)
+    limiter = anyio.CapacityLimiter(concurrency)
+
+    async def fetch(index: int, sop_uid: str) -> None:
+        async with limiter:
+            path = folder / _file_name(index)
+            sizes[index] = await retrying(
+                client.retry,
+                lambda: _fetch_instance(client, study_uid, series_uid, sop_uid, path,
+                                        transfer_syntax),
+            )  # fmt: skip
+            tally.add(series_uid, sizes[index], len(uids))
+
+    async with task_group() as group:
+        for index, sop_uid in enumerate(uids):
+            group.start_soon(fetch, index, sop_uid)
+    files = tuple(folder / _file_name(i) for i in range(len(uids)))
+    return SeriesResult(series_uid, folder, files, sum(sizes))
+
+
+async def _fetch_instance(
+    client: AsyncDicomWebClient,
+    study_uid: str,
+    series_uid: str,
+    sop_uid: str,
+    path: Path,
+    transfer_syntax: str | None,
+) -> int:
+    """One whole instance to `path` (one retryable unit); returns its size."""
+    resource = resource_path(study_uid, series_uid, sop_uid)
+    async with client._open_parts(resource, transfer_syntax, retry=False) as parts:
+        written = 0
+        count = 0
+        async for part in parts:
+            count += 1
+            if count > 1:
+                raise UnexpectedResponseError(f"instance {sop_uid}: more than one part")
+            written = await write_part(part, path)
+    if count == 0:
+        raise UnexpectedResponseError(f"instance {sop_uid}: the server sent no part")
+    return written
+
+
+async def _series_into(
+    client: AsyncDicomWebClient,
+    study_uid: str,
+    series_uid: str,
+    folder: Path,
+    tally: _Tally,
+    strategy: Strategy,
+    fallback: bool,
+    transfer_syntax: str | None,
+    concurrency: int,
+) -> SeriesResult:
+    if strategy == "multipart":
+        try:
+            result = await _multipart_series(
+                client, study_uid, series_uid, folder, tally, transfer_syntax
+            )
+        except MultipartUnsupportedError:
+            if not fallback:
+                raise
+            logger.warning("series %s: multipart refused, fetching per instance", series_uid)
+            _empty(folder)
+            result = await _per_instance_series(
+                client, study_uid, series_uid, folder, tally, transfer_syntax, concurrency
+            )
+    else:
+        result = await _per_instance_series(
+            client, study_uid, series_uid, folder, tally, transfer_syntax, concurrency
+        )
+    tally.add(series_uid, -1, result.instances, done=True)
+    return result
+
+
+def _check_strategy(strategy: str, concurrency: int) -> None:
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}: use one of {STRATEGIES}")
+    if concurrency < 1:
+        raise ValueError("concurrency must be at least 1")
+
+
+async def download_series(
+    client: AsyncDicomWebClient,
+    study_uid: str,
+    series_uid: str,
+    dest_dir: str | os.PathLike[str],
+    *,
+    strategy: Strategy = "multipart",
+    fallback: bool = False,
+    concurrency: int = 4,
+    transfer_syntax: str | None = "*",
+    progress: ProgressCallback | None = None,
+) -> DownloadResult:
+    """See `AsyncDicomWebClient.download_series`."""
+    validate_uid(study_uid, "StudyInstanceUID")
+    validate_uid(series_uid, "SeriesInstanceUID")
+    _check_strategy(strategy, concurrency)
+    started = time.perf_counter()
+    dest = check_destination(dest_dir)
+    tally = _Tally(progress)
+    with atomic_directory(dest) as staging:
+        result = await _series_into(client, study_uid, series_uid, staging, tally, strategy,
+                                    fallback, transfer_syntax, concurrency)  # fmt: skip
+    final = SeriesResult(
+        series_uid, dest, tuple(dest / f.name for f in result.files), result.bytes
+    )
+    return DownloadResult(dest, study_uid, (final,), time.perf_counter() - started)
+
+
+async def list_series_uids(client: AsyncDicomWebClient, study_uid: str) -> list[str]:
+    """Series Instance UIDs of a study, each checked as a safe folder name."""
+    found = await client.search_series(study_uid, include_fields=[SERIES_INSTANCE_UID])
+    uids = [server_uid(_first_value(ds, SERIES_INSTANCE_UID), "SeriesInstanceUID") for ds in found]
+    if len(set(uids)) != len(uids):
+        raise UnexpectedResponseError(f"study {study_uid}: QIDO listed a series twice")
+    return uids
+
+
+async def download_study(
+    client: AsyncDicomWebClient,
+    study_uid: str,
+    dest_dir: str | os.PathLike[str],
+    *,
+    strategy: Strategy = "multipart",
+    fallback: bool = False,
+    series_concurrency: int = 3,
+    concurrency: int = 4,
+    transfer_syntax: str | None = "*",
+    progress: ProgressCallback | None = None,
+    series_uids: Sequence[str] | None = None,
+) -> DownloadResult:
+    """See `AsyncDicomWebClient.download_study`."""
+    validate_uid(study_uid, "StudyInstanceUID")
+    _check_strategy(strategy, concurrency)
+    _check_strategy(strategy, series_concurrency)
+    started = time.perf_counter()
+    dest = check_destination(dest_dir)
+    if series_uids is None:
+        uids = await list_series_uids(client, study_uid)
+    else:
+        uids = [validate_uid(uid, "SeriesInstanceUID") for uid in series_uids]
+    if not uids:
+        raise UnexpectedResponseError(f"study {study_uid}: QIDO lists no series")
+    tally = _Tally(progress)
+    results: dict[str, SeriesResult] = {}
+    limiter = anyio.CapacityLimiter(series_concurrency)
+    with atomic_directory(dest) as staging:
+
+        async def one(series_uid: str) -> None:
+            async with limiter:
+                folder = staging / series_uid
+                os.mkdir(folder)
+                results[series_uid] = await _series_into(
+                    client, study_uid, series_uid, folder, tally, strategy, fallback,
+                    transfer_syntax, concurrency,
+                )  # fmt: skip
+
+        async with task_group() as group:
+            for series_uid in uids:
+                group.start_soon(one, series_uid)
+    series = tuple(
+        SeriesResult(uid, dest / uid, tuple(dest / uid / f.name for f in results[uid].files),
+                     results[uid].bytes)
+        for uid in uids
+    )  # fmt: skip
+    return DownloadResult(dest, study_uid, series, time.perf_counter() - started)

@@ -1,0 +1,225 @@
+"""Downloads to disk against a real Orthanc, plus the refusals Orthanc cannot show (mocked)."""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.request
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio
+import httpx
+import pydicom
+import pytest
+
+from aiodicomweb import (
+    AsyncDicomWebClient,
+    DicomWebHTTPError,
+    DownloadProgress,
+    InvalidUIDError,
+    MultipartUnsupportedError,
+    UnexpectedResponseError,
+)
+from tests.support.corpus import Corpus, stored_bytes
+from tests.support.dicomgen import TEST_CORPUS, SeriesSpec
+from tests.support.orthanc import OrthancServer
+
+pytestmark = pytest.mark.anyio
+
+ALPHA, ALPHA_MR, BETA_MULTIFRAME, BETA_RLE, BETA_DEFLATED = TEST_CORPUS
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+async def client(orthanc: OrthancServer, corpus: Corpus) -> AsyncIterator[AsyncDicomWebClient]:
+    async with AsyncDicomWebClient(orthanc.dicomweb_url) as client:
+        yield client
+
+
+def sop_of(path: Path) -> str:
+    return str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID)
+
+
+def assert_series_folder(folder: Path, orthanc: OrthancServer, spec: SeriesSpec) -> list[str]:
+    """Every file is named in sequence and byte-equal to what Orthanc holds; returns SOP UIDs."""
+    names = sorted(os.listdir(folder))
+    assert names == [f"file{n:06d}.dcm" for n in range(spec.instances)]
+    sops = []
+    for name in names:
+        sop = sop_of(folder / name)
+        assert (folder / name).read_bytes() == stored_bytes(orthanc, sop)
+        sops.append(sop)
+    assert len(set(sops)) == spec.instances
+    return sops
+
+
+def leftovers(parent: Path) -> list[str]:
+    return [name for name in os.listdir(parent) if name.endswith(".partial")]
+
+
+def qido_order(orthanc: OrthancServer, spec: SeriesSpec) -> list[str]:
+    url = f"{orthanc.dicomweb_url}/studies/{spec.study_uid}/series/{spec.series_uid}/instances"
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return [item["00080018"]["Value"][0] for item in json.loads(response.read())]
+
+
+@pytest.mark.parametrize("spec", [ALPHA, BETA_RLE, BETA_MULTIFRAME], ids=["ct", "rle", "mf"])
+async def test_multipart_series_download_is_byte_exact(client, orthanc, tmp_path, spec):
+    result = await client.download_series(spec.study_uid, spec.series_uid, tmp_path / "out")
+    assert_series_folder(tmp_path / "out", orthanc, spec)
+    assert result.instances == spec.instances
+    assert result.bytes == sum(f.stat().st_size for f in (tmp_path / "out").iterdir())
+    assert leftovers(tmp_path) == []
+
+
+async def test_per_instance_download_follows_qido_order(client, orthanc, tmp_path):
+    await client.download_series(
+        ALPHA.study_uid, ALPHA.series_uid, tmp_path / "out", strategy="per_instance",
+        concurrency=3,
+    )  # fmt: skip
+    sops = assert_series_folder(tmp_path / "out", orthanc, ALPHA)
+    assert sops == qido_order(orthanc, ALPHA)
+
+
+@pytest.mark.parametrize("strategy", ["multipart", "per_instance"])
+async def test_study_download_puts_each_series_in_its_folder(client, orthanc, tmp_path, strategy):
+    dest = tmp_path / "study"
+    result = await client.download_study(BETA_RLE.study_uid, dest, strategy=strategy)
+    specs = [BETA_MULTIFRAME, BETA_RLE, BETA_DEFLATED]
+    assert sorted(os.listdir(dest)) == sorted(s.series_uid for s in specs)
+    for spec in specs:
+        assert_series_folder(dest / spec.series_uid, orthanc, spec)
+    assert result.instances == sum(s.instances for s in specs)
+
+
+async def test_progress_reports_every_instance_and_the_totals(client, tmp_path):
+    seen: list[DownloadProgress] = []
+    await client.download_study(ALPHA.study_uid, tmp_path / "s", progress=seen.append)
+    per_instance = [p for p in seen if not p.series_done]
+    assert len(per_instance) == ALPHA.instances + ALPHA_MR.instances
+    assert [p.total_instances for p in per_instance] == list(range(1, len(per_instance) + 1))
+    done = {p.series_uid: p for p in seen if p.series_done}
+    assert done[ALPHA.series_uid].series_instances == ALPHA.instances
+    total = sum(f.stat().st_size for f in (tmp_path / "s").rglob("*.dcm"))
+    assert seen[-1].total_bytes == total
+
+
+async def test_existing_destination_is_refused_untouched(client, tmp_path):
+    dest = tmp_path / "there"
+    dest.mkdir()
+    (dest / "keep.txt").write_text("mine")
+    with pytest.raises(FileExistsError):
+        await client.download_series(ALPHA.study_uid, ALPHA.series_uid, dest)
+    assert os.listdir(dest) == ["keep.txt"]
+
+
+async def test_missing_parent_and_file_parent_are_refused(client, tmp_path):
+    with pytest.raises(FileNotFoundError):
+        await client.download_series(ALPHA.study_uid, ALPHA.series_uid, tmp_path / "a" / "b")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(NotADirectoryError):
+        await client.download_series(ALPHA.study_uid, ALPHA.series_uid, tmp_path / "file" / "b")
+    assert sorted(os.listdir(tmp_path)) == ["file"]
+
+
+async def test_invalid_uid_writes_nothing(client, tmp_path):
+    with pytest.raises(InvalidUIDError):
+        await client.download_series(ALPHA.study_uid, "1.2.x", tmp_path / "out")
+    assert os.listdir(tmp_path) == []
+
+
+async def test_unknown_series_leaves_no_folder(client, tmp_path):
+    with pytest.raises(DicomWebHTTPError) as caught:
+        await client.download_series(ALPHA.study_uid, "1.2.3.4", tmp_path / "out")
+    assert caught.value.status == 404
+    assert os.listdir(tmp_path) == []
+
+
+async def test_cancelling_a_study_download_leaves_nothing(client, tmp_path):
+    dest = tmp_path / "study"
+    with anyio.CancelScope() as scope:
+
+        def cancel_on_first(progress: DownloadProgress) -> None:
+            scope.cancel()
+
+        await client.download_study(ALPHA.study_uid, dest, progress=cancel_on_first)
+    assert scope.cancelled_caught
+    assert os.listdir(tmp_path) == []
+
+
+# -- refusals and hostile answers Orthanc will not produce (MockTransport) -------------
+
+STUDY, SERIES = "1.2.3", "1.2.3.4"
+DICM = b"\0" * 128 + b"DICM"
+
+
+def mock_server(series_status: int = 406, series_listing: list[str] | None = None):
+    """A server that refuses multipart series and serves single instances."""
+    requests: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        requests.append(path)
+        json_headers = {"Content-Type": "application/dicom+json"}
+        if path.endswith(f"/series/{SERIES}/instances"):
+            listing = [{"00080018": {"vr": "UI", "Value": [f"{SERIES}.{n}"]}} for n in (1, 2)]
+            return httpx.Response(200, headers=json_headers, content=json.dumps(listing))
+        if path.endswith(f"/studies/{STUDY}/series"):
+            series = [{"0020000E": {"vr": "UI", "Value": [uid]}} for uid in series_listing or []]
+            return httpx.Response(200, headers=json_headers, content=json.dumps(series))
+        if "/instances/" in path:
+            sop = path.rsplit("/", 1)[1]
+            body = DICM + sop.encode()
+            return httpx.Response(200, headers={"Content-Type": "application/dicom"}, content=body)
+        return httpx.Response(series_status, content=b"multipart not supported")
+
+    return handler, requests
+
+
+async def test_multipart_refusal_names_the_per_instance_strategy(tmp_path):
+    handler, _ = mock_server()
+    transport = httpx.MockTransport(handler)
+    async with AsyncDicomWebClient("http://pacs.test/dw", transport=transport) as client:
+        with pytest.raises(MultipartUnsupportedError, match="per_instance"):
+            await client.download_series(STUDY, SERIES, tmp_path / "out")
+        assert os.listdir(tmp_path) == []
+        await client.download_series(STUDY, SERIES, tmp_path / "out", fallback=True)
+    files = sorted((tmp_path / "out").iterdir())
+    assert [f.read_bytes() for f in files] == [DICM + f"{SERIES}.{n}".encode() for n in (1, 2)]
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        pytest.param("../../escape", id="dotdot"),
+        pytest.param("1.2/../../x", id="slash"),
+        pytest.param("1.2\x00.3", id="nul"),
+        pytest.param("1." * 40 + "1", id="over-64"),
+    ],
+)
+async def test_hostile_series_uid_from_qido_writes_nothing(tmp_path, hostile):
+    handler, requests = mock_server(200, series_listing=[SERIES, hostile])
+    parent = tmp_path / "parent"
+    parent.mkdir()
+    async with AsyncDicomWebClient(
+        "http://pacs.test/dw", transport=httpx.MockTransport(handler)
+    ) as client:
+        with pytest.raises(UnexpectedResponseError, match="SeriesInstanceUID"):
+            await client.download_study(STUDY, parent / "study")
+    assert os.listdir(parent) == []
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["parent"]
+    assert not any("/instances/" in r for r in requests)
+
+
+async def test_retrieve_instance_accepts_a_single_part_dicom_answer():
+    handler, _ = mock_server()
+    async with AsyncDicomWebClient(
+        "http://pacs.test/dw", transport=httpx.MockTransport(handler)
+    ) as client:
+        data = await client.retrieve_instance(STUDY, SERIES, f"{SERIES}.7")
+    assert data == DICM + f"{SERIES}.7".encode()
