@@ -15,17 +15,23 @@ from aiodicomweb._exceptions import (
     InvalidUIDError,
     MultipartError,
     MultipartUnsupportedError,
+    StoreFailedError,
     UnexpectedResponseError,
 )
+from aiodicomweb._legacy import DicomWebAdapter, DicomWebAdapter_Fallback
 from aiodicomweb._parts import MultipartStream, Part
 from aiodicomweb._retry import RetryPolicy
 from aiodicomweb._stow import FailedInstance, StoredInstance, StoreResult
+from aiodicomweb._sync import DicomWebClient, SyncPart
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AsyncDicomWebClient",
     "BearerTokenAuth",
+    "DicomWebAdapter",
+    "DicomWebAdapter_Fallback",
+    "DicomWebClient",
     "DicomWebError",
     "DicomWebHTTPError",
     "DicomWebServerError",
@@ -42,8 +48,10 @@ __all__ = [
     "Part",
     "RetryPolicy",
     "SeriesResult",
+    "StoreFailedError",
     "StoreResult",
     "StoredInstance",
+    "SyncPart",
     "UnexpectedResponseError",
     "__version__",
 ]

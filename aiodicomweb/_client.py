@@ -7,6 +7,7 @@ import logging
 import os
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from http.cookiejar import CookieJar
 from typing import Any, Literal
 from urllib.parse import urljoin, urlsplit
 
@@ -34,7 +35,15 @@ from aiodicomweb._retry import RetryPolicy
 from aiodicomweb._store import StoreSource
 from aiodicomweb._stow import StoreResult
 from aiodicomweb._transport import Transport, http_transport
-from aiodicomweb._urls import Level, build_query, qido_path, redact_url, resource_path
+from aiodicomweb._urls import (
+    Level,
+    build_query,
+    qido_path,
+    redact_url,
+    resource_path,
+    server_uid,
+    validate_uid,
+)
 
 __all__ = ["DEFAULT_TIMEOUT", "AsyncDicomWebClient", "DeleteStrategy"]
 
@@ -69,6 +78,8 @@ class AsyncDicomWebClient:
         verify: TLS verification: True, False, a CA bundle path or an SSLContext.
         cert: Client certificate, as httpx takes it.
         proxy: Proxy URL, as httpx takes it.
+        cookies: Cookies sent with every request.
+        trust_env: Read proxy settings and `.netrc` from the environment.
         delete_strategy: `"dicomweb"` (standard DELETE) or `"orthanc"` (Orthanc's
             REST API, see `delete_study`).
         orthanc_url: Orthanc's REST root for the `"orthanc"` strategy; by default
@@ -94,6 +105,8 @@ class AsyncDicomWebClient:
         verify: Any = True,
         cert: Any = None,
         proxy: str | httpx.Proxy | None = None,
+        cookies: httpx.Cookies | CookieJar | dict[str, str] | None = None,
+        trust_env: bool = True,
         delete_strategy: DeleteStrategy = "dicomweb",
         orthanc_url: str | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
@@ -127,6 +140,8 @@ class AsyncDicomWebClient:
             headers=headers,
             timeout=timeout,
             transport=transport,
+            cookies=cookies,
+            trust_env=trust_env,
             follow_redirects=True,
         )
         self._transport = Transport(http, retry)
@@ -286,6 +301,35 @@ class AsyncDicomWebClient:
             if len(page) < page_size:
                 return
             offset, previous = offset + len(page), page
+
+    async def find_study_uid(self, series_uid: str) -> str | None:
+        """The StudyInstanceUID of a series, or None if the server has no such series.
+
+        Raises:
+            DicomWebUsageError: invalid UID.
+            UnexpectedResponseError: the server answered with an invalid UID.
+            The errors of `search`.
+        """
+        found = await self.search_series(
+            None, {"SeriesInstanceUID": validate_uid(series_uid, "SeriesInstanceUID")},
+            include_fields=["StudyInstanceUID"],
+        )  # fmt: skip
+        if not found:
+            return None
+        return server_uid(_download.first_value(found[0], "0020000D"), "StudyInstanceUID")
+
+    async def list_series_uids(self, study_uid: str) -> list[str]:
+        """SeriesInstanceUIDs of a study (empty when there is no such study), validated.
+
+        Raises:
+            UnexpectedResponseError: the server listed an invalid UID.
+            The errors of `search`.
+        """
+        return await _download.list_series_uids(self, study_uid)
+
+    async def list_instance_uids(self, study_uid: str, series_uid: str) -> list[str]:
+        """SOPInstanceUIDs of a series in the server's order, validated (see above)."""
+        return await _download.list_instance_uids(self, study_uid, series_uid)
 
     # -- WADO-RS: streams ----------------------------------------------------
 
@@ -582,6 +626,7 @@ class AsyncDicomWebClient:
         concurrency: int = 4,
         transfer_syntax: str | None = "*",
         progress: ProgressCallback | None = None,
+        create_parent: bool = False,
     ) -> DownloadResult:
         """Download a series into a new folder, in bounded memory.
 
@@ -598,6 +643,8 @@ class AsyncDicomWebClient:
             concurrency: Instances in flight with `"per_instance"`.
             transfer_syntax: `"*"` (bytes as stored), a UID, or None.
             progress: Called with a `DownloadProgress` after each instance.
+            create_parent: Create `dest_dir`'s parent if it is missing (one
+                level; removed again if the download fails).
 
         Returns:
             A `DownloadResult` listing the files.
@@ -618,6 +665,7 @@ class AsyncDicomWebClient:
         return await _download.download_series(
             self, study_uid, series_uid, dest_dir, strategy=strategy, fallback=fallback,
             concurrency=concurrency, transfer_syntax=transfer_syntax, progress=progress,
+            create_parent=create_parent,
         )  # fmt: skip
 
     async def download_study(

@@ -164,6 +164,25 @@ def check_destination(dest_dir: str | os.PathLike[str]) -> Path:
 
 
 @contextmanager
+def parent_created(dest_dir: str | os.PathLike[str], create: bool) -> Iterator[None]:
+    """Create the missing parent of `dest_dir` (one level) and remove it again on failure.
+
+    Raises:
+        FileNotFoundError: the parent's own parent does not exist.
+    """
+    parent = Path(dest_dir).absolute().parent
+    if not create or parent.exists():
+        yield
+        return
+    os.mkdir(parent)  # FileNotFoundError when its own parent is missing
+    try:
+        yield
+    except BaseException:
+        shutil.rmtree(parent, ignore_errors=True)
+        raise
+
+
+@contextmanager
 def atomic_directory(dest: Path) -> Iterator[Path]:
     """Yield a hidden sibling of `dest`; rename it to `dest` on success, remove it on failure."""
     staging = dest.parent / f".{dest.name}.{secrets.token_hex(4)}.partial"
@@ -248,13 +267,13 @@ async def list_instance_uids(
 ) -> list[str]:
     """SOP Instance UIDs of a series in QIDO order, each checked as a safe path name."""
     found = await client.search_instances(study_uid, series_uid, include_fields=[SOP_INSTANCE_UID])
-    uids = [server_uid(_first_value(ds, SOP_INSTANCE_UID), "SOPInstanceUID") for ds in found]
+    uids = [server_uid(first_value(ds, SOP_INSTANCE_UID), "SOPInstanceUID") for ds in found]
     if len(set(uids)) != len(uids):
         raise UnexpectedResponseError(f"series {series_uid}: QIDO listed an instance twice")
     return uids
 
 
-def _first_value(dataset: dict[str, object], tag: str) -> object:
+def first_value(dataset: dict[str, object], tag: str) -> object:
     element = dataset.get(tag)
     values = element.get("Value") if isinstance(element, dict) else None
     return values[0] if isinstance(values, list) and values else None
@@ -365,27 +384,28 @@ async def download_series(
     concurrency: int = 4,
     transfer_syntax: str | None = "*",
     progress: ProgressCallback | None = None,
+    create_parent: bool = False,
 ) -> DownloadResult:
     """See `AsyncDicomWebClient.download_series`."""
     validate_uid(study_uid, "StudyInstanceUID")
     validate_uid(series_uid, "SeriesInstanceUID")
     _check_strategy(strategy, concurrency)
     started = time.perf_counter()
-    dest = check_destination(dest_dir)
     tally = _Tally(progress)
-    with atomic_directory(dest) as staging:
-        result = await _series_into(client, study_uid, series_uid, staging, tally, strategy,
-                                    fallback, transfer_syntax, concurrency)  # fmt: skip
-    final = SeriesResult(
-        series_uid, dest, tuple(dest / f.name for f in result.files), result.bytes
-    )
+    with parent_created(dest_dir, create_parent):
+        dest = check_destination(dest_dir)
+        with atomic_directory(dest) as staging:
+            result = await _series_into(client, study_uid, series_uid, staging, tally, strategy,
+                                        fallback, transfer_syntax, concurrency)  # fmt: skip
+    files = tuple(dest / f.name for f in result.files)
+    final = SeriesResult(series_uid, dest, files, result.bytes)
     return DownloadResult(dest, study_uid, (final,), time.perf_counter() - started)
 
 
 async def list_series_uids(client: AsyncDicomWebClient, study_uid: str) -> list[str]:
     """Series Instance UIDs of a study, each checked as a safe folder name."""
     found = await client.search_series(study_uid, include_fields=[SERIES_INSTANCE_UID])
-    uids = [server_uid(_first_value(ds, SERIES_INSTANCE_UID), "SeriesInstanceUID") for ds in found]
+    uids = [server_uid(first_value(ds, SERIES_INSTANCE_UID), "SeriesInstanceUID") for ds in found]
     if len(set(uids)) != len(uids):
         raise UnexpectedResponseError(f"study {study_uid}: QIDO listed a series twice")
     return uids

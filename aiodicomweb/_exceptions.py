@@ -18,6 +18,7 @@ __all__ = [
     "InvalidUIDError",
     "MultipartError",
     "MultipartUnsupportedError",
+    "StoreFailedError",
     "UnexpectedResponseError",
 ]
 
@@ -104,6 +105,18 @@ class MultipartError(DicomWebServerError):
         super().__init__(f"{reason} (at byte {offset})")
         self.reason = reason
         self.offset = offset
+
+
+class StoreFailedError(DicomWebServerError):
+    """Some instances were not stored (see `StoreResult.raise_for_failures`).
+
+    Attributes:
+        result: The whole `StoreResult`, stored and failed instances alike.
+    """
+
+    def __init__(self, message: str, *, result: object) -> None:
+        super().__init__(message)
+        self.result = result
 
 
 class DicomWebUsageError(DicomWebError, ValueError):

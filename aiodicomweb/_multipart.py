@@ -350,7 +350,7 @@ class MultipartParser:
                 stays failed. Also raised when feeding after `close`.
         """
         view = memoryview(data)
-        if view.format != "B" or view.ndim != 1:
+        if view.format != "B" or not view.c_contiguous:  # array('H'), strided views, ...
             view = memoryview(view.tobytes())
         size = len(view)
         state = self._state

@@ -6,7 +6,7 @@ import datetime
 import email.utils
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -60,6 +60,23 @@ class RetryPolicy:
         if min(self.backoff_multiplier, self.backoff_max, self.jitter, self.max_retry_after) < 0:
             raise ValueError("waits must not be negative")
         object.__setattr__(self, "retry_statuses", frozenset(int(s) for s in self.retry_statuses))
+
+    @classmethod
+    def from_legacy(
+        cls,
+        retry: bool = True,
+        max_attempts: int = 5,
+        wait_exponential_multiplier: float = 1000,
+        retriable_error_codes: Iterable[int] = tuple(DEFAULT_RETRY_STATUSES),
+    ) -> RetryPolicy | None:
+        """The policy the legacy `setHttpRetryParameters` describes (multiplier in ms)."""
+        if not retry:
+            return None
+        return cls(
+            max_attempts=max_attempts,
+            backoff_multiplier=wait_exponential_multiplier / 1000,
+            retry_statuses=frozenset(int(code) for code in retriable_error_codes),
+        )
 
     def should_retry(self, error: BaseException) -> bool:
         """Whether `error` (raised by one attempt) is worth another attempt."""

@@ -19,7 +19,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import Any
 
-from aiodicomweb._exceptions import UnexpectedResponseError, excerpt
+from aiodicomweb._exceptions import StoreFailedError, UnexpectedResponseError, excerpt
 
 __all__ = [
     "FailedInstance",
@@ -195,6 +195,17 @@ class StoreResult:
             retrieve_url=_merge_url(self, other),
             warnings=self.warnings + other.warnings,
         )
+
+    def raise_for_failures(self) -> StoreResult:
+        """Return self when nothing failed, else raise, naming every failed instance.
+
+        Raises:
+            StoreFailedError: at least one instance was not stored.
+        """
+        if self.ok:
+            return self
+        names = ", ".join(f"{item.label} ({item.failure_text})" for item in self.failed)
+        raise StoreFailedError(f"{len(self.failed)} instance(s) not stored: {names}", result=self)
 
     def summary(self) -> str:
         """One line for people, e.g. "12 stored, 1 failed (1.2.3: out of resources)"."""

@@ -1,0 +1,218 @@
+"""DicomWebClient: the async core, blocking, driven through an anyio portal.
+
+Every method is the async method of the same name run on a private event loop
+in a background thread, so the facade works from plain scripts, from worker
+threads, and from sync code that itself runs inside an event loop (notebooks,
+Qt apps). Nothing here implements a transaction.
+"""
+
+from __future__ import annotations
+
+import functools
+import weakref
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterator,
+)
+from contextlib import AbstractAsyncContextManager, AbstractContextManager, contextmanager
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+from anyio.from_thread import BlockingPortal, start_blocking_portal
+
+from aiodicomweb._client import AsyncDicomWebClient
+from aiodicomweb._parts import MultipartStream, Part
+
+__all__ = ["DicomWebClient", "SyncPart"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+T = TypeVar("T")
+
+
+def _blocking(
+    method: Callable[Concatenate[AsyncDicomWebClient, P], Awaitable[R]],
+) -> Callable[Concatenate[DicomWebClient, P], R]:
+    """The blocking twin of an async client method (same signature and docstring)."""
+
+    def call(self: DicomWebClient, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self._call(lambda: method(self._client, *args, **kwargs))
+
+    functools.update_wrapper(call, method)
+    return call
+
+
+def _blocking_stream(
+    method: Callable[Concatenate[AsyncDicomWebClient, P], AbstractAsyncContextManager[Any]],
+) -> Callable[Concatenate[DicomWebClient, P], AbstractContextManager[Iterator[SyncPart]]]:
+    """The blocking twin of a `stream_*` method: a context manager yielding parts."""
+
+    def call(
+        self: DicomWebClient, /, *args: P.args, **kwargs: P.kwargs
+    ) -> AbstractContextManager[Iterator[SyncPart]]:
+        return self._stream(method(self._client, *args, **kwargs))
+
+    functools.update_wrapper(call, method)
+    return call
+
+
+def _blocking_iterator(
+    method: Callable[Concatenate[AsyncDicomWebClient, P], AsyncIterator[T]],
+) -> Callable[Concatenate[DicomWebClient, P], Iterator[T]]:
+    """The blocking twin of an async generator method."""
+
+    def call(self: DicomWebClient, /, *args: P.args, **kwargs: P.kwargs) -> Iterator[T]:
+        return self._iterate(method(self._client, *args, **kwargs))
+
+    functools.update_wrapper(call, method)
+    return call
+
+
+class SyncPart:
+    """A `Part` read from blocking code: same attributes, blocking reads."""
+
+    def __init__(self, part: Part, portal: BlockingPortal) -> None:
+        self._part = part
+        self._portal = portal
+        self.headers = part.headers
+        self.content_type = part.content_type
+        self.transfer_syntax = part.transfer_syntax
+        self.content_location = part.content_location
+        self.content_length = part.content_length
+        self.index = part.index
+
+    def __repr__(self) -> str:
+        return repr(self._part)
+
+    def iter_bytes(self) -> Iterator[bytes]:
+        """The body in chunks, as it arrives (see `Part.aiter_bytes`)."""
+        chunks = self._part.aiter_bytes()
+        while True:
+            try:
+                yield self._portal.call(chunks.__anext__)
+            except StopAsyncIteration:
+                return
+
+    def read(self) -> bytes:
+        """The whole body (see `Part.read`)."""
+        return self._portal.call(self._part.read)
+
+
+def _shutdown(portal_cm: AbstractContextManager[BlockingPortal], portal: BlockingPortal,
+              client: AsyncDicomWebClient) -> None:  # fmt: skip
+    try:
+        portal.call(client.aclose)
+    finally:
+        portal_cm.__exit__(None, None, None)
+
+
+class DicomWebClient:
+    """The blocking client: `AsyncDicomWebClient`'s constructor and methods, blocking.
+
+    Use it as a context manager or call `close()`; a client that is never closed
+    is closed when it is garbage collected or at interpreter exit. Progress
+    callbacks run in the client's background thread.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        portal_cm = start_blocking_portal()
+        portal = portal_cm.__enter__()
+        try:
+            client = AsyncDicomWebClient(*args, **kwargs)
+        except BaseException:
+            portal_cm.__exit__(None, None, None)
+            raise
+        self._portal = portal
+        self._client = client
+        # Holds no reference to self, so an abandoned client can be collected.
+        self._finalizer = weakref.finalize(self, _shutdown, portal_cm, portal, client)
+
+    def __repr__(self) -> str:
+        return repr(self._client).replace("AsyncDicomWebClient", "DicomWebClient", 1)
+
+    def __enter__(self) -> DicomWebClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close every connection and stop the background thread (idempotent)."""
+        self._finalizer()
+
+    @property
+    def closed(self) -> bool:
+        """Whether `close` has run."""
+        return not self._finalizer.alive
+
+    @property
+    def async_client(self) -> AsyncDicomWebClient:
+        """The async core this facade drives."""
+        return self._client
+
+    @property
+    def retry(self) -> Any:
+        """The retry policy of the core (see `AsyncDicomWebClient.retry`)."""
+        return self._client.retry
+
+    @retry.setter
+    def retry(self, policy: Any) -> None:
+        self._client.retry = policy
+
+    def _call(self, function: Callable[[], Awaitable[R]]) -> R:
+        if self.closed:
+            raise RuntimeError("this DicomWebClient is closed")
+        return self._portal.call(function)
+
+    @contextmanager
+    def _stream(
+        self, cm: AbstractAsyncContextManager[MultipartStream]
+    ) -> Iterator[Iterator[SyncPart]]:
+        with self._portal.wrap_async_context_manager(cm) as parts:
+            yield self._iterate_parts(parts)
+
+    def _iterate_parts(self, parts: MultipartStream) -> Iterator[SyncPart]:
+        for part in self._iterate(parts):
+            yield SyncPart(part, self._portal)
+
+    def _iterate(self, iterator: AsyncIterator[T]) -> Iterator[T]:
+        while True:
+            try:
+                yield self._call(iterator.__anext__)
+            except StopAsyncIteration:
+                return
+
+    search = _blocking(AsyncDicomWebClient.search)
+    search_studies = _blocking(AsyncDicomWebClient.search_studies)
+    search_series = _blocking(AsyncDicomWebClient.search_series)
+    search_instances = _blocking(AsyncDicomWebClient.search_instances)
+    search_pages = _blocking_iterator(AsyncDicomWebClient.search_pages)
+    find_study_uid = _blocking(AsyncDicomWebClient.find_study_uid)
+    list_series_uids = _blocking(AsyncDicomWebClient.list_series_uids)
+    list_instance_uids = _blocking(AsyncDicomWebClient.list_instance_uids)
+    stream_study = _blocking_stream(AsyncDicomWebClient.stream_study)
+    stream_series = _blocking_stream(AsyncDicomWebClient.stream_series)
+    stream_instance = _blocking_stream(AsyncDicomWebClient.stream_instance)
+    retrieve_study = _blocking(AsyncDicomWebClient.retrieve_study)
+    retrieve_series = _blocking(AsyncDicomWebClient.retrieve_series)
+    retrieve_instance = _blocking(AsyncDicomWebClient.retrieve_instance)
+    retrieve_study_metadata = _blocking(AsyncDicomWebClient.retrieve_study_metadata)
+    retrieve_series_metadata = _blocking(AsyncDicomWebClient.retrieve_series_metadata)
+    retrieve_instance_metadata = _blocking(AsyncDicomWebClient.retrieve_instance_metadata)
+    retrieve_frames = _blocking(AsyncDicomWebClient.retrieve_frames)
+    retrieve_bulkdata = _blocking(AsyncDicomWebClient.retrieve_bulkdata)
+    retrieve_rendered = _blocking(AsyncDicomWebClient.retrieve_rendered)
+    retrieve_thumbnail = _blocking(AsyncDicomWebClient.retrieve_thumbnail)
+    download_series = _blocking(AsyncDicomWebClient.download_series)
+    download_study = _blocking(AsyncDicomWebClient.download_study)
+    store = _blocking(AsyncDicomWebClient.store)
+    store_directory = _blocking(AsyncDicomWebClient.store_directory)
+    delete_study = _blocking(AsyncDicomWebClient.delete_study)
+    delete_series = _blocking(AsyncDicomWebClient.delete_series)
+    delete_instance = _blocking(AsyncDicomWebClient.delete_instance)
+
+
+# Same signature and documentation as the async constructor, for help() and the
+# signature test; the arguments are passed through untouched.
+functools.update_wrapper(DicomWebClient.__init__, AsyncDicomWebClient.__init__)
