@@ -8,6 +8,8 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
 import anyio
 import httpx
 
+from aiodicomweb._exceptions import DicomWebUsageError
+
 __all__ = ["BearerTokenAuth", "make_auth"]
 
 TokenSource = Callable[[], "str | Awaitable[str]"]
@@ -27,7 +29,7 @@ class BearerTokenAuth(httpx.Auth):
 
     def __init__(self, token: str | None = None, refresh: TokenSource | None = None) -> None:
         if token is None and refresh is None:
-            raise ValueError("BearerTokenAuth needs a token or a refresh callback")
+            raise DicomWebUsageError("BearerTokenAuth needs a token or a refresh callback")
         self._token = token
         self._refresh = refresh
         self._lock = anyio.Lock()

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from http.cookiejar import CookieJar
 from typing import Any, Literal
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import unquote, urljoin, urlsplit
 
 import anyio
 import httpx
@@ -119,6 +119,13 @@ class AsyncDicomWebClient:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise DicomWebUsageError(f"not an http(s) URL: {redact_url(url)!r}")
+        if parts.username is not None or parts.password is not None:
+            # Credentials in the URL become basic auth, so that no URL the client
+            # keeps, logs (httpx logs request URLs) or shows ever carries them.
+            if auth is not None:
+                raise DicomWebUsageError("credentials given both in the URL and as auth=")
+            auth = (unquote(parts.username or ""), unquote(parts.password or ""))
+            url = redact_url(url)
         self.url = url.rstrip("/")
         self._qido = _join(self.url, qido_url_prefix)
         self._wado = _join(self.url, wado_url_prefix)

@@ -23,6 +23,7 @@ import anyio
 
 from aiodicomweb._exceptions import (
     DicomWebHTTPError,
+    DicomWebUsageError,
     MultipartUnsupportedError,
     UnexpectedResponseError,
 )
@@ -368,9 +369,9 @@ async def _series_into(
 
 def _check_strategy(strategy: str, concurrency: int) -> None:
     if strategy not in STRATEGIES:
-        raise ValueError(f"unknown strategy {strategy!r}: use one of {STRATEGIES}")
-    if concurrency < 1:
-        raise ValueError("concurrency must be at least 1")
+        raise DicomWebUsageError(f"unknown strategy {strategy!r}: use one of {STRATEGIES}")
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+        raise DicomWebUsageError(f"concurrency must be a positive integer: {concurrency!r}")
 
 
 async def download_series(

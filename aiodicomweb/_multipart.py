@@ -38,7 +38,7 @@ __all__ = [
     "parse_content_type",
 ]
 
-MAX_BOUNDARY_LENGTH = 70  # RFC 2046, section 5.1.1
+_MAX_BOUNDARY_LENGTH = 70  # RFC 2046, section 5.1.1
 
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _QUOTED = re.compile(r'"((?:[^"\\\r\n]|\\[^\r\n])*)"')
@@ -48,7 +48,7 @@ _LOOSE_VALUE = re.compile(r'[^\x00-\x20";\x7f]+')
 _QUOTED_PAIR = re.compile(r"\\(.)", re.DOTALL)
 _HEADER_LINE = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+)[ \t]*:[ \t]*([^\r\n]*?)[ \t]*")
 _BCHARS = re.compile(r"[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?]")
-_PRINTABLE = re.compile(r"[\x20-\x7e]+")
+_PRINTABLE = re.compile(r"[\x20-\x7e]*")
 
 
 # --------------------------------------------------------------------------- Content-Type
@@ -170,7 +170,7 @@ def multipart_boundary(content_type: ContentType) -> bytes:
         raise MultipartError("multipart Content-Type has no boundary parameter", offset=0)
     if not boundary:
         raise MultipartError("multipart boundary is empty", offset=0)
-    if len(boundary) > MAX_BOUNDARY_LENGTH:
+    if len(boundary) > _MAX_BOUNDARY_LENGTH:
         raise MultipartError(
             f"multipart boundary is {len(boundary)} characters long; RFC 2046 allows 1 to 70",
             offset=0,
@@ -225,6 +225,7 @@ class PartEnded:
 
 
 Event: TypeAlias = PartStarted | PartData | PartEnded
+_PART_ENDED = PartEnded()  # immutable and field-less: one instance serves every part
 
 # --------------------------------------------------------------------------- parser
 
@@ -601,7 +602,7 @@ class MultipartParser:
         return pos + size
 
     def _end_part(self, events: list[Event], offset: int) -> None:
-        events.append(PartEnded())
+        events.append(_PART_ENDED)
         self._parts_completed += 1
         self._enter_head(offset)
 
@@ -693,7 +694,7 @@ def _boundary_bytes(boundary: bytes | str) -> bytes:
             boundary = boundary.encode("ascii")
         except UnicodeEncodeError:
             raise DicomWebUsageError(f"boundary {boundary!r} is not ASCII") from None
-    if not 1 <= len(boundary) <= MAX_BOUNDARY_LENGTH:
+    if not 1 <= len(boundary) <= _MAX_BOUNDARY_LENGTH:
         raise DicomWebUsageError(
             f"boundary must be 1 to 70 bytes long (RFC 2046), got {len(boundary)}"
         )

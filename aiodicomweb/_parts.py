@@ -124,7 +124,9 @@ class MultipartStream:
             length = self._response.headers.get("content-length")
             started = PartStarted(
                 headers=(("Content-Type", header),),
-                content_length=int(length) if length and length.isdigit() else None,
+                content_length=int(length)
+                if length and length.isascii() and length.isdigit()
+                else None,
             )
             return None, started
         raise UnexpectedResponseError(

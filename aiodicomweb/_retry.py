@@ -13,7 +13,12 @@ from typing import TypeVar
 import anyio
 import tenacity
 
-from aiodicomweb._exceptions import DicomWebHTTPError, DicomWebTransportError, MultipartError
+from aiodicomweb._exceptions import (
+    DicomWebHTTPError,
+    DicomWebTransportError,
+    DicomWebUsageError,
+    MultipartError,
+)
 
 __all__ = ["RetryPolicy", "parse_retry_after", "retrying"]
 
@@ -56,9 +61,9 @@ class RetryPolicy:
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
-            raise ValueError("max_attempts must be at least 1")
+            raise DicomWebUsageError("max_attempts must be at least 1")
         if min(self.backoff_multiplier, self.backoff_max, self.jitter, self.max_retry_after) < 0:
-            raise ValueError("waits must not be negative")
+            raise DicomWebUsageError("waits must not be negative")
         object.__setattr__(self, "retry_statuses", frozenset(int(s) for s in self.retry_statuses))
 
     @classmethod
@@ -88,10 +93,11 @@ class RetryPolicy:
 
     def wait(self, failed_attempts: int, retry_after: float | None = None) -> float:
         """Seconds to wait after `failed_attempts` failures (1-based)."""
-        backoff = min(self.backoff_max, self.backoff_multiplier * 2 ** (failed_attempts - 1))
         if retry_after is not None:
             # The server's wish wins over our backoff, within a cap.
             return min(max(retry_after, 0.0), self.max_retry_after)
+        growth = 2.0 ** min(failed_attempts - 1, 64)  # capped: 2**1024 overflows a float
+        backoff = min(self.backoff_max, self.backoff_multiplier * growth)
         return float(backoff + random.uniform(0, self.jitter))
 
 
@@ -100,7 +106,7 @@ def parse_retry_after(value: str | None, now: datetime.datetime | None = None) -
     if value is None:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)

@@ -85,6 +85,8 @@ def qido_path(level: Level, study_uid: str | None = None, series_uid: str | None
     Every resource of PS3.18 10.6: `/studies`, `/series`, `/instances`,
     `/studies/{s}/series`, `/studies/{s}/instances`, `/studies/{s}/series/{se}/instances`.
     """
+    if level not in ("studies", "series", "instances"):
+        raise DicomWebUsageError(f"unknown QIDO level {level!r}: studies, series or instances")
     if level == "studies":
         if study_uid is not None or series_uid is not None:
             raise DicomWebUsageError("a study search takes no study or series UID scope")
@@ -101,13 +103,15 @@ def qido_path(level: Level, study_uid: str | None = None, series_uid: str | None
 def _attribute(key: str | int) -> str:
     """Validate a match or include key: keyword, tag, or a dotted sequence path."""
     if isinstance(key, int):
+        if isinstance(key, bool) or not 0 <= key <= 0xFFFFFFFF:
+            raise DicomWebUsageError(f"not a DICOM tag: {key!r}")
         return f"{key:08X}"
     parts = []
     for piece in key.split("."):
         tag_match = _TAG_RE.fullmatch(piece)
         if tag_match:
             parts.append((tag_match.group(1) + tag_match.group(2)).upper())
-        elif tag_for_keyword(piece) is not None:
+        elif piece and tag_for_keyword(piece) is not None:
             parts.append(piece)
         else:
             raise DicomWebUsageError(f"unknown DICOM attribute in query: {key!r}")
@@ -171,7 +175,5 @@ def redact_url(url: str) -> str:
     parts = urlsplit(url)
     if parts.username is None and parts.password is None:
         return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host += f":{parts.port}"
+    host = parts.netloc.rpartition("@")[2]  # keeps IPv6 brackets and the port
     return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))

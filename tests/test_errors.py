@@ -1,0 +1,830 @@
+"""Error translation, response checks and secrets, through the client on MockTransport.
+
+Server faults must surface as `DicomWebError` + `ConnectionError` with enough to
+diagnose them; caller mistakes as `ValueError` before any request; nothing from
+httpx or tenacity may escape; credentials appear nowhere.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import httpx
+import pytest
+
+from aiodicomweb import (
+    AsyncDicomWebClient,
+    BearerTokenAuth,
+    DicomWebError,
+    DicomWebHTTPError,
+    DicomWebTransportError,
+    DicomWebUsageError,
+    RetryPolicy,
+    UnexpectedResponseError,
+)
+
+BASE = "http://pacs.test/dicom-web"
+STUDY = "1.2.826.0.1.3680043.8.498.1"
+SERIES = "1.2.826.0.1.3680043.8.498.1.1"
+SOP = "1.2.826.0.1.3680043.8.498.1.1.1"
+MULTIPART_TYPE = 'multipart/related; type="application/dicom"; boundary=XX'
+DICOM_JSON = "application/dicom+json"
+
+PASSWORD = "hunter2-secret"
+TOKEN = "tok-SECRET-123"
+BASIC = base64.b64encode(f"user:{PASSWORD}".encode()).decode()
+SECRETS = (PASSWORD, TOKEN, BASIC)
+
+Answer = Callable[[httpx.Request], httpx.Response]
+TokenSource = Callable[[], "str | Awaitable[str]"]
+Operation = Callable[[AsyncDicomWebClient, Path], Awaitable[object]]
+
+
+@pytest.fixture(params=[pytest.param("asyncio", id="asyncio"), pytest.param("trio", id="trio")])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+# -- helpers -----------------------------------------------------------------------
+
+
+class Server:
+    """A scripted MockTransport handler: the answers in order, the last one repeated.
+
+    `authorizations` keeps each request's Authorization header as it was sent: an
+    auth flow may resend the same request object with a new header.
+    """
+
+    def __init__(self, *answers: Answer | Exception) -> None:
+        self.answers = answers
+        self.requests: list[httpx.Request] = []
+        self.authorizations: list[str | None] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        self.authorizations.append(request.headers.get("authorization"))
+        answer = self.answers[min(len(self.requests), len(self.answers)) - 1]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer(request)
+
+    @property
+    def calls(self) -> int:
+        return len(self.requests)
+
+
+def status(
+    code: int,
+    headers: dict[str, str] | list[tuple[bytes, bytes]] | None = None,
+    content: bytes = b"",
+) -> Answer:
+    return lambda request: httpx.Response(code, headers=headers, content=content)
+
+
+def json_answer(text: str, content_type: str = DICOM_JSON) -> Answer:
+    return status(200, {"Content-Type": content_type}, text.encode())
+
+
+class BreakingStream(httpx.AsyncByteStream):
+    """A body that sends `head`, then the connection breaks."""
+
+    def __init__(self, head: bytes) -> None:
+        self.head = head
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        yield self.head
+        raise httpx.ReadError("connection reset by peer")
+
+
+class CountingStream(httpx.AsyncByteStream):
+    """A large body produced lazily, counting how much of it the client pulled."""
+
+    def __init__(self, total: int, chunk: int = 64 * 1024) -> None:
+        self.total = total
+        self.chunk = chunk
+        self.pulled = 0
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        while self.pulled < self.total:
+            size = min(self.chunk, self.total - self.pulled)
+            self.pulled += size
+            yield b"E" * size
+
+
+def quick_policy() -> RetryPolicy:
+    """Two attempts, no real sleep: exercises the retry machinery without waiting."""
+
+    async def no_sleep(seconds: float) -> None:
+        pass
+
+    return RetryPolicy(max_attempts=2, jitter=0, sleep=no_sleep)
+
+
+def client_for(
+    server: Server, retry: RetryPolicy | None = None, *, url: str = BASE, **options: Any
+) -> AsyncDicomWebClient:
+    return AsyncDicomWebClient(url, transport=httpx.MockTransport(server), retry=retry, **options)
+
+
+async def failure_of(awaitable: Awaitable[object]) -> Exception:
+    """The exception `awaitable` raises, whatever its type (the type is under test)."""
+    try:
+        await awaitable
+    except Exception as error:
+        return error
+    pytest.fail("expected an error")
+
+
+def assert_ours(error: BaseException) -> None:
+    """Only aiodicomweb errors or plain builtin OSErrors may reach the caller."""
+    kind = type(error)
+    ours = kind.__module__.startswith("aiodicomweb")
+    builtin_os = kind.__module__ == "builtins" and issubclass(kind, OSError)
+    assert ours or builtin_os, f"{kind.__module__}.{kind.__qualname__} escaped: {error!r}"
+
+
+def assert_server_side(error: BaseException) -> None:
+    assert_ours(error)
+    assert isinstance(error, DicomWebError), repr(error)
+    assert isinstance(error, ConnectionError), repr(error)
+    assert not isinstance(error, ValueError), repr(error)
+
+
+# -- operations, each one transaction of the public API ----------------------------------
+
+
+async def op_search(client: AsyncDicomWebClient, tmp: Path) -> object:
+    return await client.search_studies({"PatientID": "P1"})
+
+
+async def op_metadata(client: AsyncDicomWebClient, tmp: Path) -> object:
+    return await client.retrieve_series_metadata(STUDY, SERIES)
+
+
+async def op_instance(client: AsyncDicomWebClient, tmp: Path) -> object:
+    return await client.retrieve_instance(STUDY, SERIES, SOP)
+
+
+async def op_frames(client: AsyncDicomWebClient, tmp: Path) -> object:
+    return await client.retrieve_frames(STUDY, SERIES, SOP, [1, 2])
+
+
+async def op_stream(client: AsyncDicomWebClient, tmp: Path) -> object:
+    async with client.stream_series(STUDY, SERIES) as parts:
+        return [await part.read() async for part in parts]
+
+
+async def op_delete(client: AsyncDicomWebClient, tmp: Path) -> object:
+    await client.delete_study(STUDY)
+    return None
+
+
+async def op_store(client: AsyncDicomWebClient, tmp: Path) -> object:
+    return await client.store([b"not really dicom"])
+
+
+async def op_download(client: AsyncDicomWebClient, tmp: Path) -> object:
+    return await client.download_series(STUDY, SERIES, tmp / "dest")
+
+
+OPERATIONS = [
+    pytest.param(op_search, "GET", f"{BASE}/studies?PatientID=P1", id="search"),
+    pytest.param(
+        op_metadata, "GET", f"{BASE}/studies/{STUDY}/series/{SERIES}/metadata", id="metadata"
+    ),
+    pytest.param(
+        op_instance,
+        "GET",
+        f"{BASE}/studies/{STUDY}/series/{SERIES}/instances/{SOP}",
+        id="instance",
+    ),
+    pytest.param(
+        op_frames,
+        "GET",
+        f"{BASE}/studies/{STUDY}/series/{SERIES}/instances/{SOP}/frames/1,2",
+        id="frames",
+    ),
+    pytest.param(op_stream, "GET", f"{BASE}/studies/{STUDY}/series/{SERIES}", id="stream"),
+    pytest.param(op_delete, "DELETE", f"{BASE}/studies/{STUDY}", id="delete"),
+    pytest.param(op_store, "POST", f"{BASE}/studies", id="store"),
+    pytest.param(op_download, "GET", f"{BASE}/studies/{STUDY}/series/{SERIES}", id="download"),
+]
+
+
+# -- server errors -----------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("operation", "method", "url"), OPERATIONS)
+@pytest.mark.parametrize("code", [401, 403, 404, 500, 503])
+async def test_error_status_is_http_error_with_status_method_url_and_excerpt(
+    operation: Operation, method: str, url: str, code: int, tmp_path: Path
+) -> None:
+    server = Server(status(code, {"Content-Type": "text/plain"}, b"the server says:\n  no way"))
+    async with client_for(server) as client:
+        with pytest.raises(DicomWebHTTPError) as caught:
+            await operation(client, tmp_path)
+    error = caught.value
+    assert_server_side(error)
+    assert error.status == code
+    assert error.method == method
+    assert error.url == url
+    assert error.body_excerpt == "the server says: no way"
+    assert str(code) in str(error)
+    assert url in str(error)
+    assert server.calls == 1
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.anyio
+async def test_400_on_search_is_http_error_not_value_error() -> None:
+    server = Server(status(400, content=b"bad query"))
+    async with client_for(server) as client:
+        with pytest.raises(DicomWebHTTPError) as caught:
+            await client.search_studies({"PatientName": "DOE^J*"})
+    assert_server_side(caught.value)
+    assert caught.value.status == 400
+    assert caught.value.body_excerpt == "bad query"
+
+
+@pytest.mark.anyio
+async def test_405_on_delete_keeps_the_details_and_points_at_the_orthanc_strategy() -> None:
+    server = Server(status(405, content=b"Method Not Allowed"))
+    async with client_for(server) as client:
+        with pytest.raises(DicomWebHTTPError) as caught:
+            await client.delete_study(STUDY)
+    error = caught.value
+    assert_server_side(error)
+    assert (error.status, error.method) == (405, "DELETE")
+    assert error.url == f"{BASE}/studies/{STUDY}"
+    assert error.body_excerpt == "Method Not Allowed"
+    assert "delete_strategy='orthanc'" in str(error)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "operation",
+    [pytest.param(op_search, id="buffered"), pytest.param(op_stream, id="streamed")],
+)
+async def test_huge_error_body_gives_a_bounded_excerpt_and_is_not_read_whole(
+    operation: Operation, tmp_path: Path
+) -> None:
+    body = CountingStream(10 * 1024 * 1024)
+    server = Server(lambda request: httpx.Response(500, stream=body))
+    async with client_for(server) as client:
+        with pytest.raises(DicomWebHTTPError) as caught:
+            await operation(client, tmp_path)
+    error = caught.value
+    assert 0 < len(error.body_excerpt) <= 1024
+    assert len(str(error)) <= 2048
+    assert len(repr(error)) <= 2048
+    assert body.pulled <= 1024 * 1024
+
+
+@pytest.mark.anyio
+async def test_huge_in_memory_error_body_gives_a_bounded_excerpt() -> None:
+    server = Server(status(500, {"Content-Type": "text/html"}, b"<p>" + b"x" * 10_000_000))
+    async with client_for(server) as client:
+        with pytest.raises(DicomWebHTTPError) as caught:
+            await client.search_studies()
+    assert caught.value.body_excerpt.startswith("<p>xxx")
+    assert len(caught.value.body_excerpt) <= 1024
+    assert len(str(caught.value)) <= 2048
+
+
+# -- caller errors ------------------------------------------------------------------------
+
+
+async def bad_stream_uid(client: AsyncDicomWebClient, tmp: Path) -> object:
+    async with client.stream_series(STUDY, "1.2/../3"):
+        pytest.fail("must not open")
+    return None
+
+
+CALLER_ERRORS = [
+    pytest.param(lambda c, t: c.retrieve_instance(STUDY, SERIES, "1..2"), id="invalid-sop-uid"),
+    pytest.param(lambda c, t: c.search_series("../etc"), id="invalid-study-uid-in-search"),
+    pytest.param(lambda c, t: c.retrieve_series_metadata(STUDY, ""), id="empty-series-uid"),
+    pytest.param(lambda c, t: c.delete_study("1.2.3."), id="invalid-uid-in-delete"),
+    pytest.param(bad_stream_uid, id="invalid-uid-in-stream"),
+    pytest.param(lambda c, t: c.download_series("x", SERIES, t / "d"), id="invalid-uid-download"),
+    pytest.param(lambda c, t: c.store([b"x"], study_uid="1.2.x"), id="invalid-uid-in-store"),
+    pytest.param(lambda c, t: c.search_studies({"NotAKeyword": "x"}), id="unknown-query-key"),
+    pytest.param(
+        lambda c, t: c.search_studies(include_fields=["Bogus"]), id="unknown-include-field"
+    ),
+    pytest.param(lambda c, t: c.search_studies(limit=-1), id="negative-limit"),
+    pytest.param(lambda c, t: c.search_studies({"PatientName": True}), id="bool-match-value"),
+    pytest.param(lambda c, t: c.retrieve_frames(STUDY, SERIES, SOP, [0]), id="frame-zero"),
+    pytest.param(lambda c, t: c.retrieve_frames(STUDY, SERIES, SOP, [-1]), id="frame-negative"),
+    pytest.param(lambda c, t: c.retrieve_frames(STUDY, SERIES, SOP, []), id="no-frames"),
+    pytest.param(lambda c, t: c.retrieve_frames(STUDY, SERIES, SOP, [True]), id="frame-bool"),
+    pytest.param(lambda c, t: c.retrieve_frames(STUDY, SERIES, SOP, [1.5]), id="frame-fraction"),
+    pytest.param(
+        lambda c, t: c.retrieve_bulkdata("http://evil.test/dicom-web/bulk/1"),
+        id="bulkdata-other-host",
+    ),
+    pytest.param(
+        lambda c, t: c.retrieve_bulkdata("https://pacs.test/dicom-web/bulk/1"),
+        id="bulkdata-other-scheme",
+    ),
+    pytest.param(
+        lambda c, t: c.retrieve_bulkdata("//evil.test/bulk/1"), id="bulkdata-scheme-relative"
+    ),
+    pytest.param(
+        lambda c, t: c.retrieve_bulkdata("bulk/1", byte_range=(10, 5)), id="bulkdata-bad-range"
+    ),
+    pytest.param(
+        lambda c, t: c.download_series(STUDY, SERIES, t / "d", strategy="bogus"),
+        id="unknown-strategy",
+    ),
+    pytest.param(
+        lambda c, t: c.download_series(STUDY, SERIES, t / "d", concurrency=0),
+        id="zero-concurrency",
+    ),
+]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("operation", CALLER_ERRORS)
+async def test_caller_errors_are_value_errors_raised_before_any_request(
+    operation: Operation, tmp_path: Path
+) -> None:
+    server = Server(status(200))
+    async with client_for(server, quick_policy()) as client:
+        with pytest.raises(ValueError) as caught:
+            await operation(client, tmp_path)
+    assert_ours(caught.value)
+    assert isinstance(caught.value, DicomWebUsageError)
+    assert not isinstance(caught.value, ConnectionError)
+    assert server.calls == 0
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.anyio
+async def test_search_pages_bad_page_size_is_a_caller_error() -> None:
+    server = Server(json_answer("[]"))
+    async with client_for(server) as client:
+        with pytest.raises(DicomWebUsageError):
+            async for _ in client.search_pages("studies", page_size=0):
+                pass
+    assert server.calls == 0
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        pytest.param({"url": "ftp://pacs.test/dicom-web"}, id="not-http"),
+        pytest.param({"url": "pacs.test/dicom-web"}, id="no-scheme"),
+        pytest.param({"timeout": None}, id="no-timeout"),
+        pytest.param({"delete_strategy": "bogus"}, id="unknown-delete-strategy"),
+    ],
+)
+def test_invalid_constructor_arguments_are_caller_errors(options: dict[str, object]) -> None:
+    arguments: dict[str, object] = {"url": BASE, **options}
+    with pytest.raises(DicomWebUsageError):
+        AsyncDicomWebClient(**arguments)  # type: ignore[arg-type]
+
+
+# -- nothing from httpx or tenacity escapes ---------------------------------------------
+
+
+def _breaking(request: httpx.Request) -> httpx.Response:
+    head = b"--XX\r\nContent-Type: application/dicom\r\n\r\npartial"
+    return httpx.Response(
+        200, headers={"Content-Type": MULTIPART_TYPE}, stream=BreakingStream(head)
+    )
+
+
+def _redirect_loop(request: httpx.Request) -> httpx.Response:
+    return httpx.Response(302, headers={"Location": str(request.url)})
+
+
+FAULTS = [
+    pytest.param(httpx.ConnectError("refused"), id="connect-error"),
+    pytest.param(httpx.ConnectTimeout("connect timeout"), id="connect-timeout"),
+    pytest.param(httpx.ReadTimeout("read timeout"), id="read-timeout"),
+    pytest.param(httpx.WriteTimeout("write timeout"), id="write-timeout"),
+    pytest.param(httpx.PoolTimeout("pool timeout"), id="pool-timeout"),
+    pytest.param(httpx.ReadError("reset"), id="read-error"),
+    pytest.param(httpx.WriteError("broken pipe"), id="write-error"),
+    pytest.param(httpx.RemoteProtocolError("server hung up"), id="remote-protocol-error"),
+    pytest.param(httpx.ProxyError("proxy said no"), id="proxy-error"),
+    pytest.param(_breaking, id="body-breaks-mid-way"),
+    pytest.param(_redirect_loop, id="redirect-loop"),
+    pytest.param(
+        status(200, {"Content-Type": MULTIPART_TYPE, "Content-Encoding": "gzip"}, b"not gzip"),
+        id="undecodable-gzip",
+    ),
+    pytest.param(status(500, {"Content-Type": "text/html"}, b"<h1>oops</h1>"), id="500"),
+    pytest.param(status(503, [(b"Retry-After", b"\xb2")]), id="503-non-ascii-retry-after"),
+]
+
+# A 200 whose body is unusable: a failure for every transaction that reads a body
+# (a DELETE answered 200 has succeeded, whatever the body says).
+BODY_FAULTS = [
+    pytest.param(
+        status(200, {"Content-Type": MULTIPART_TYPE}, b"--XX\r\nContent-Type: a/b\r\n\r\nab"),
+        id="truncated-multipart",
+    ),
+    pytest.param(status(200, {"Content-Type": "text/html"}, b"<html>login</html>"), id="html"),
+    pytest.param(status(200, {"Content-Type": DICOM_JSON}, b"[{"), id="broken-json"),
+]
+READING_OPERATIONS = [p for p in OPERATIONS if p.id != "delete"]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("operation", "method", "url"), OPERATIONS)
+@pytest.mark.parametrize("fault", FAULTS)
+async def test_server_faults_surface_only_as_our_server_side_errors(
+    operation: Operation, method: str, url: str, fault: Answer | Exception, tmp_path: Path
+) -> None:
+    server = Server(fault)
+    async with client_for(server, quick_policy()) as client:
+        error = await failure_of(operation(client, tmp_path))
+    assert_server_side(error)
+    assert server.calls >= 1
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("operation", "method", "url"), READING_OPERATIONS)
+@pytest.mark.parametrize("fault", BODY_FAULTS)
+async def test_unusable_bodies_surface_only_as_our_server_side_errors(
+    operation: Operation, method: str, url: str, fault: Answer, tmp_path: Path
+) -> None:
+    server = Server(fault)
+    async with client_for(server, quick_policy()) as client:
+        error = await failure_of(operation(client, tmp_path))
+    assert_server_side(error)
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.anyio
+async def test_transport_error_names_the_request_but_not_more() -> None:
+    server = Server(httpx.ConnectError("connection refused"))
+    async with client_for(server) as client:
+        with pytest.raises(DicomWebTransportError) as caught:
+            await client.search_studies({"PatientID": "P1"})
+    assert f"GET {BASE}/studies?PatientID=P1" in str(caught.value)
+    assert "connection refused" in str(caught.value)
+
+
+# -- credentials --------------------------------------------------------------------------
+
+
+CREDENTIALS = [
+    pytest.param({"auth": ("user", PASSWORD)}, id="basic-tuple"),
+    pytest.param({"url": f"http://user:{PASSWORD}@pacs.test/dicom-web"}, id="basic-in-url"),
+    pytest.param({"auth": BearerTokenAuth(TOKEN)}, id="bearer"),
+]
+
+SECRET_FAULTS = [
+    pytest.param(status(401, content=b"unauthorized"), id="401"),
+    pytest.param(status(500, content=b"internal error"), id="500"),
+    pytest.param(httpx.ConnectError("connection refused"), id="connect-error"),
+    pytest.param(httpx.ReadTimeout("timed out"), id="timeout"),
+    pytest.param(
+        status(200, {"Content-Type": MULTIPART_TYPE}, b"--XX\r\n\r\ncut"), id="truncated"
+    ),
+]
+
+
+def _texts_of(error: BaseException) -> list[str]:
+    texts: list[str] = []
+    seen: BaseException | None = error
+    while seen is not None:
+        texts += [str(seen), repr(seen), repr(seen.args)]
+        texts += [str(getattr(seen, name, "")) for name in ("url", "body_excerpt", "message")]
+        seen = seen.__cause__ or seen.__context__
+    return texts
+
+
+def _assert_no_secret(texts: list[str]) -> None:
+    for text in texts:
+        for secret in SECRETS:
+            assert secret not in text, f"secret leaked into: {text!r}"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("credentials", CREDENTIALS)
+async def test_credentials_never_appear_in_the_client_repr(credentials: dict[str, Any]) -> None:
+    options: dict[str, Any] = {"url": BASE, **credentials}
+    url = str(options.pop("url"))
+    async with client_for(Server(status(200)), url=url, **options) as client:
+        _assert_no_secret([repr(client), str(client)])
+        assert "pacs.test" in repr(client)
+
+
+def test_bearer_token_never_appears_in_the_auth_repr() -> None:
+    auth = BearerTokenAuth(TOKEN, refresh=lambda: "other")
+    assert TOKEN not in repr(auth)
+    assert TOKEN not in str(auth)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("credentials", CREDENTIALS)
+@pytest.mark.parametrize("fault", SECRET_FAULTS)
+@pytest.mark.parametrize(
+    "operation", [pytest.param(op_search, id="search"), pytest.param(op_stream, id="stream")]
+)
+async def test_credentials_never_appear_in_errors_or_our_logs(
+    credentials: dict[str, Any],
+    fault: Answer | Exception,
+    operation: Operation,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="aiodicomweb")
+    options: dict[str, Any] = {"url": BASE, **credentials}
+    url = str(options.pop("url"))
+    server = Server(fault)
+    async with client_for(server, quick_policy(), url=url, **options) as client:
+        with pytest.raises(DicomWebError) as caught:
+            await operation(client, tmp_path)
+    _assert_no_secret(_texts_of(caught.value))
+    ours = [r for r in caplog.records if r.name.startswith("aiodicomweb")]
+    assert ours, "expected the client to log the request"
+    _assert_no_secret([r.getMessage() for r in ours] + [str(r.exc_text or "") for r in ours])
+    # The credentials were really sent: the test would catch a leak if there was one.
+    sent = server.authorizations[0] or ""
+    assert BASIC in sent or TOKEN in sent
+
+
+@pytest.mark.anyio
+async def test_credentials_in_the_url_never_reach_any_log_record(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    server = Server(json_answer("[]"))
+    url = f"http://user:{PASSWORD}@pacs.test/dicom-web"
+    async with client_for(server, url=url) as client:
+        assert await client.search_studies() == []
+    assert server.authorizations == [f"Basic {BASIC}"]
+    assert caplog.records
+    _assert_no_secret([record.getMessage() for record in caplog.records])
+
+
+# -- bearer token refresh ----------------------------------------------------------------
+
+
+def _refresher(kind: str, tokens: list[str]) -> tuple[TokenSource, list[str]]:
+    """A refresh callback (plain or async) handing out `tokens` in order."""
+    handed: list[str] = []
+
+    def plain() -> str:
+        handed.append(tokens[len(handed)])
+        return handed[-1]
+
+    async def coroutine() -> str:
+        await anyio.lowlevel.checkpoint()
+        return plain()
+
+    return (plain if kind == "sync" else coroutine), handed
+
+
+def _authorized(*accepted: str) -> Answer:
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.headers.get("authorization") in {f"Bearer {t}" for t in accepted}:
+            return httpx.Response(200, headers={"Content-Type": DICOM_JSON}, content=b"[]")
+        return httpx.Response(401, content=b"token expired")
+
+    return answer
+
+
+REFRESH_KINDS = [
+    pytest.param("sync", id="sync-refresh"),
+    pytest.param("async", id="async-refresh"),
+]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("kind", REFRESH_KINDS)
+async def test_bearer_without_token_refreshes_before_the_first_request(kind: str) -> None:
+    refresh, handed = _refresher(kind, ["tok-1"])
+    server = Server(_authorized("tok-1"))
+    async with client_for(server, auth=BearerTokenAuth(refresh=refresh)) as client:
+        assert await client.search_studies() == []
+        assert await client.search_studies() == []
+    assert handed == ["tok-1"]
+    assert server.authorizations == ["Bearer tok-1"] * 2
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("kind", REFRESH_KINDS)
+async def test_bearer_401_refreshes_once_and_retries_with_the_new_token(kind: str) -> None:
+    refresh, handed = _refresher(kind, ["new"])
+    server = Server(_authorized("new"))
+    auth = BearerTokenAuth("old", refresh=refresh)
+    async with client_for(server, auth=auth) as client:
+        assert await client.search_studies() == []
+        assert await client.search_studies() == []
+    assert handed == ["new"]
+    assert server.authorizations == ["Bearer old", "Bearer new", "Bearer new"]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("kind", REFRESH_KINDS)
+async def test_bearer_second_401_becomes_http_error(kind: str) -> None:
+    refresh, handed = _refresher(kind, ["new", "newer"])
+    server = Server(_authorized())
+    auth = BearerTokenAuth("old", refresh=refresh)
+    async with client_for(server, quick_policy(), auth=auth) as client:
+        with pytest.raises(DicomWebHTTPError) as caught:
+            await client.search_studies()
+    assert caught.value.status == 401
+    assert handed == ["new"]
+    assert server.authorizations == ["Bearer old", "Bearer new"]
+
+
+@pytest.mark.anyio
+async def test_bearer_without_refresh_callback_does_not_retry_a_401() -> None:
+    server = Server(_authorized())
+    async with client_for(server, quick_policy(), auth=BearerTokenAuth("old")) as client:
+        with pytest.raises(DicomWebHTTPError) as caught:
+            await client.search_studies()
+    assert caught.value.status == 401
+    assert server.calls == 1
+
+
+@pytest.mark.anyio
+async def test_bearer_concurrent_401s_share_one_refresh() -> None:
+    refresh, handed = _refresher("async", ["new", "newer", "newest"])
+    server = Server(_authorized("new"))
+    auth = BearerTokenAuth("old", refresh=refresh)
+    results: list[object] = []
+    async with client_for(server, auth=auth) as client:
+
+        async def one() -> None:
+            results.append(await client.search_studies())
+
+        async with anyio.create_task_group() as group:
+            for _ in range(5):
+                group.start_soon(one)
+    assert results == [[]] * 5
+    assert handed == ["new"]
+
+
+def test_bearer_needs_a_token_or_a_refresh_callback() -> None:
+    with pytest.raises(ValueError):
+        BearerTokenAuth()
+
+
+# -- wrong answers to right questions --------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_retrieve_instance_answered_with_html_names_the_media_type() -> None:
+    server = Server(status(200, {"Content-Type": "text/html; charset=utf-8"}, b"<html>login"))
+    async with client_for(server, quick_policy()) as client:
+        with pytest.raises(UnexpectedResponseError) as caught:
+            await client.retrieve_instance(STUDY, SERIES, SOP)
+    assert_server_side(caught.value)
+    assert "text/html" in str(caught.value)
+    assert server.calls == 1
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "answer",
+    [
+        pytest.param(status(204), id="204"),
+        pytest.param(status(200), id="empty-200-without-type"),
+        pytest.param(status(200, {"Content-Type": DICOM_JSON}), id="empty-200-dicom-json"),
+        pytest.param(status(200, {"Content-Type": DICOM_JSON}, b"  \r\n"), id="blank-200"),
+        pytest.param(json_answer("[]"), id="empty-array"),
+    ],
+)
+async def test_qido_no_results_is_an_empty_list(answer: Answer) -> None:
+    server = Server(answer)
+    async with client_for(server, quick_policy()) as client:
+        assert await client.search_studies() == []
+        assert await client.search_series(STUDY) == []
+        assert await client.search_instances(STUDY, SERIES) == []
+    assert server.calls == 3
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("answer", "named"),
+    [
+        pytest.param(json_answer('{"00100010": {}}'), "array", id="object-not-array"),
+        pytest.param(json_answer("[1, 2]"), "array", id="array-of-numbers"),
+        pytest.param(json_answer('[{"a": 1}, "x"]'), "array", id="mixed-array"),
+        pytest.param(json_answer("[{"), "not JSON", id="broken-json"),
+        pytest.param(
+            status(200, {"Content-Type": "text/html"}, b"<html>login</html>"),
+            "text/html",
+            id="html",
+        ),
+    ],
+)
+async def test_qido_unusable_answer_is_unexpected_response_error(
+    answer: Answer, named: str
+) -> None:
+    server = Server(answer)
+    async with client_for(server, quick_policy()) as client:
+        with pytest.raises(UnexpectedResponseError) as caught:
+            await client.search_studies()
+    assert_server_side(caught.value)
+    assert named in str(caught.value)
+    assert server.calls == 1
+
+
+@pytest.mark.anyio
+async def test_metadata_with_empty_body_is_unexpected_response_error() -> None:
+    server = Server(status(200, {"Content-Type": DICOM_JSON}))
+    async with client_for(server) as client:
+        with pytest.raises(UnexpectedResponseError):
+            await client.retrieve_series_metadata(STUDY, SERIES)
+
+
+# -- paging ------------------------------------------------------------------------------
+
+
+def _dataset(number: int) -> dict[str, object]:
+    return {"00080018": {"vr": "UI", "Value": [f"{SERIES}.{number}"]}}
+
+
+class PagingServer(Server):
+    """Serves `total` results honouring limit/offset, or one fixed page when `ignore_offset`."""
+
+    def __init__(self, total: int, *, ignore_offset: bool = False, empty: Answer | None = None):
+        super().__init__(self.page)
+        self.total = total
+        self.ignore_offset = ignore_offset
+        self.empty = empty
+        self.offsets: list[int] = []
+        self.limits: list[int] = []
+
+    def page(self, request: httpx.Request) -> httpx.Response:
+        offset = int(request.url.params["offset"])
+        limit = int(request.url.params["limit"])
+        self.offsets.append(offset)
+        self.limits.append(limit)
+        start = 0 if self.ignore_offset else offset
+        numbers = range(start, min(start + limit, self.total))
+        if not numbers and self.empty is not None:
+            return self.empty(request)
+        body = json.dumps([_dataset(n) for n in numbers]).encode()
+        return httpx.Response(200, headers={"Content-Type": DICOM_JSON}, content=body)
+
+
+async def _pages(server: Server, page_size: int) -> list[list[dict[str, object]]]:
+    async with client_for(server) as client:
+        return [
+            page async for page in client.search_pages("instances", STUDY, page_size=page_size)
+        ]
+
+
+@pytest.mark.anyio
+async def test_search_pages_stops_on_a_short_page() -> None:
+    server = PagingServer(5)
+    pages = await _pages(server, 2)
+    assert pages == [[_dataset(0), _dataset(1)], [_dataset(2), _dataset(3)], [_dataset(4)]]
+    assert server.offsets == [0, 2, 4]
+    assert server.limits == [2, 2, 2]
+    assert all(r.url.path == f"/dicom-web/studies/{STUDY}/instances" for r in server.requests)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "empty",
+    [
+        pytest.param(None, id="empty-array"),
+        pytest.param(status(204), id="204"),
+        pytest.param(status(200), id="empty-body"),
+    ],
+)
+async def test_search_pages_stops_on_an_empty_page(empty: Answer | None) -> None:
+    server = PagingServer(4, empty=empty)
+    pages = await _pages(server, 2)
+    assert pages == [[_dataset(0), _dataset(1)], [_dataset(2), _dataset(3)]]
+    assert server.offsets == [0, 2, 4]
+
+
+@pytest.mark.anyio
+async def test_search_pages_stops_when_the_server_ignores_offset(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="aiodicomweb")
+    server = PagingServer(100, ignore_offset=True)
+    pages = await _pages(server, 3)
+    assert pages == [[_dataset(0), _dataset(1), _dataset(2)]]
+    assert server.offsets == [0, 3]
+    assert any("offset" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.anyio
+async def test_search_pages_with_no_results_yields_nothing() -> None:
+    server = PagingServer(0)
+    assert await _pages(server, 10) == []
+    assert server.offsets == [0]
