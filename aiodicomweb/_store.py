@@ -11,6 +11,7 @@ import io
 import logging
 import os
 import re
+import sys
 import warnings
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from dataclasses import dataclass, replace
@@ -18,8 +19,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 import anyio
-import pydicom
-from pydicom.dataset import Dataset
 
 from aiodicomweb._exceptions import DicomWebUsageError
 from aiodicomweb._media import STOW_ACCEPT
@@ -29,6 +28,8 @@ from aiodicomweb._tasks import task_group
 from aiodicomweb._urls import validate_uid
 
 if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
+
     from aiodicomweb._client import AsyncDicomWebClient
 
 __all__ = ["StoreItem", "StoreSource", "find_dicom_files", "store"]
@@ -40,7 +41,6 @@ StoreSource: TypeAlias = "StoreItem | Iterable[StoreItem] | AsyncIterable[StoreI
 DEFAULT_MAX_REQUEST_SIZE = 100 * 1000 * 1000
 DEFAULT_MAX_INSTANCES = 500
 DEFAULT_CONCURRENCY = 2
-_PYDICOM_MAJOR = int(pydicom.__version__.split(".")[0])
 _DICOMDIR_CLASS = b"1.2.840.10008.1.3.10"
 # STOW answers carry the outcome in the body: Orthanc answers 409 (some failed)
 # and 400 (some parts were not DICOM) with a full list of what it stored.
@@ -73,6 +73,8 @@ class _Upload:
     def identity(self) -> tuple[str | None, str | None]:
         """(SOPClassUID, SOPInstanceUID) read from the instance itself, if readable."""
         source: Any = io.BytesIO(self.data) if self.data is not None else self.path
+        import pydicom  # imported on demand: it costs 0.3 s, and downloads never need it
+
         try:
             ds = pydicom.dcmread(source, stop_before_pixels=True, force=True,
                                  specific_tags=["SOPClassUID", "SOPInstanceUID"])  # fmt: skip
@@ -85,11 +87,19 @@ def _text(value: Any) -> str | None:
     return str(value) if value else None
 
 
+def _is_dataset(item: object) -> bool:
+    """Whether `item` is a pydicom Dataset, without importing pydicom to find out."""
+    module = sys.modules.get("pydicom.dataset")
+    return module is not None and isinstance(item, module.Dataset)
+
+
 def _dataset_bytes(ds: Dataset) -> bytes:
+    import pydicom
+
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        if _PYDICOM_MAJOR >= 3:
+        if int(pydicom.__version__.split(".")[0]) >= 3:
             pydicom.dcmwrite(buffer, ds, enforce_file_format=True)
         else:
             ds.save_as(buffer, write_like_original=False)
@@ -100,8 +110,8 @@ def _upload(item: object, number: int) -> _Upload:
     if isinstance(item, (bytes, bytearray, memoryview)):
         data = bytes(item)
         return _Upload(f"<bytes #{number}>", len(data), data=data)
-    if isinstance(item, Dataset):
-        data = _dataset_bytes(item)
+    if _is_dataset(item):
+        data = _dataset_bytes(cast("Dataset", item))
         return _Upload(f"<dataset #{number}>", len(data), data=data)
     if isinstance(item, (str, os.PathLike)):
         path = Path(item)
@@ -113,7 +123,7 @@ def _upload(item: object, number: int) -> _Upload:
 
 async def _uploads(items: StoreSource) -> AsyncIterator[_Upload]:
     """Every instance in `items`, which may be one item or a (async) iterable of them."""
-    if isinstance(items, (str, os.PathLike, bytes, bytearray, memoryview, Dataset)):
+    if isinstance(items, (str, os.PathLike, bytes, bytearray, memoryview)) or _is_dataset(items):
         yield _upload(items, 0)
         return
     if isinstance(items, AsyncIterable):

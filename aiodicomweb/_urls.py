@@ -8,8 +8,6 @@ from collections.abc import Iterable, Mapping
 from typing import Literal
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from pydicom.datadict import tag_for_keyword
-
 from aiodicomweb._exceptions import DicomWebUsageError, InvalidUIDError, UnexpectedResponseError
 
 __all__ = [
@@ -102,6 +100,8 @@ def qido_path(level: Level, study_uid: str | None = None, series_uid: str | None
 
 def _attribute(key: str | int) -> str:
     """Validate a match or include key: keyword, tag, or a dotted sequence path."""
+    from pydicom.datadict import tag_for_keyword  # on demand: pydicom is slow to import
+
     if isinstance(key, int):
         if isinstance(key, bool) or not 0 <= key <= 0xFFFFFFFF:
             raise DicomWebUsageError(f"not a DICOM tag: {key!r}")

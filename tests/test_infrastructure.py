@@ -27,7 +27,8 @@ def test_orthanc_answers_qido_for_every_uploaded_study(orthanc: OrthancServer, c
     studies = _get_json(f"{orthanc.dicomweb_url}/studies")
     assert isinstance(studies, list)
     found = {study["0020000D"]["Value"][0] for study in studies}
-    assert found == set(corpus.study_uids)
+    # Other tests add studies of their own to the same server; the corpus must be there.
+    assert set(corpus.study_uids) <= found
 
 
 def test_orthanc_lists_series_with_their_instance_counts(orthanc: OrthancServer, corpus: Corpus):

@@ -51,8 +51,8 @@ class SeriesSpec:
     frames: int = 1
     modality: str = "CT"
     transfer_syntax: str = ExplicitVRLittleEndian
-    patient_name: str = "TEST^ALPHA"
-    patient_id: str = "TEST-ALPHA"
+    patient_name: str = "TEST^SCRATCH"
+    patient_id: str = "TEST-SCRATCH"
     study_description: str = "Synthetic study"
     study_date: str = "20240115"
     root: str = UID_ROOT
@@ -172,8 +172,10 @@ def generate_series(spec: SeriesSpec) -> Iterator[Instance]:
 # The corpus the test suite uploads: two studies, five series, one multi-frame
 # instance, and two compressed transfer syntaxes pydicom writes without codecs.
 TEST_CORPUS: tuple[SeriesSpec, ...] = (
-    SeriesSpec(study=1, series=1, instances=12),
-    SeriesSpec(study=1, series=2, instances=5, rows=128, columns=128, modality="MR"),
+    SeriesSpec(study=1, series=1, instances=12,
+               patient_name="TEST^ALPHA", patient_id="TEST-ALPHA"),
+    SeriesSpec(study=1, series=2, instances=5, rows=128, columns=128, modality="MR",
+               patient_name="TEST^ALPHA", patient_id="TEST-ALPHA"),
     SeriesSpec(
         study=2, series=1, instances=1, rows=128, columns=128, frames=4,
         modality="OT", patient_name="TEST^BETA", patient_id="TEST-BETA",
