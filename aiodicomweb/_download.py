@@ -27,7 +27,7 @@ from aiodicomweb._exceptions import (
     MultipartUnsupportedError,
     UnexpectedResponseError,
 )
-from aiodicomweb._files import FileLane, write_part
+from aiodicomweb._files import write_part
 from aiodicomweb._parts import MultipartStream
 from aiodicomweb._retry import retrying
 from aiodicomweb._tasks import task_group
@@ -205,22 +205,15 @@ def _file_name(index: int) -> str:
 async def _write_parts(
     parts: MultipartStream, folder: Path, series_uid: str, tally: _Tally
 ) -> tuple[list[Path], int]:
-    """Write each part to its own file as its bytes arrive (see `_files`)."""
+    """Write each part to its own file as its bytes arrive."""
     files: list[Path] = []
-    lane = FileLane()
     total = 0
-    async with task_group() as group:
-        group.start_soon(lane.run)
-        try:
-            async for part in parts:
-                path = folder / _file_name(len(files))
-                files.append(path)
-                total += await lane.write(
-                    part, path, lambda done: tally.add(series_uid, done.size, None)
-                )
-        finally:
-            with anyio.CancelScope(shield=True):
-                await lane.finish()
+    async for part in parts:
+        path = folder / _file_name(len(files))
+        files.append(path)
+        size = await write_part(part, path)
+        total += size
+        tally.add(series_uid, size, None)
     return files, total
 
 
