@@ -23,12 +23,14 @@ import anyio
 
 from aiodicomweb._exceptions import (
     DicomWebHTTPError,
+    DicomWebServerError,
+    DicomWebTransportError,
     DicomWebUsageError,
+    MultipartError,
     MultipartUnsupportedError,
     UnexpectedResponseError,
 )
 from aiodicomweb._files import write_part
-from aiodicomweb._parts import MultipartStream
 from aiodicomweb._retry import retrying
 from aiodicomweb._tasks import task_group
 from aiodicomweb._urls import resource_path, server_uid, validate_uid
@@ -202,52 +204,164 @@ def _file_name(index: int) -> str:
     return f"file{index:06d}.dcm"
 
 
-async def _write_parts(
-    parts: MultipartStream, folder: Path, series_uid: str, tally: _Tally
-) -> tuple[list[Path], int]:
-    """Write each part to its own file as its bytes arrive."""
-    files: list[Path] = []
-    total = 0
-    async for part in parts:
-        path = folder / _file_name(len(files))
-        files.append(path)
-        size = await write_part(part, path)
-        total += size
-        tally.add(series_uid, size, None)
-    return files, total
+class _StreamBroken(Exception):  # noqa: N818 - internal signal, never escapes
+    """A multipart stream broke after some instances arrived whole: resume, don't restart."""
+
+    def __init__(self, error: DicomWebServerError, files: list[Path]) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.files = files
 
 
-async def _multipart_series(
-    client: AsyncDicomWebClient,
-    study_uid: str,
-    series_uid: str,
-    folder: Path,
-    tally: _Tally,
-    transfer_syntax: str | None,
-) -> SeriesResult:
-    async def attempt() -> SeriesResult:
-        _empty(folder)
-        path = resource_path(study_uid, series_uid)
-        async with client._open_parts(path, transfer_syntax, retry=False) as parts:
-            files, size = await _write_parts(parts, folder, series_uid, tally)
+@dataclass
+class _SeriesJob:
+    """One series into one folder, by either strategy; retries per whole unit."""
+
+    client: AsyncDicomWebClient
+    study_uid: str
+    series_uid: str
+    folder: Path
+    tally: _Tally
+    transfer_syntax: str | None
+    concurrency: int
+
+    async def run(self, strategy: Strategy, fallback: bool) -> SeriesResult:
+        if strategy == "multipart":
+            try:
+                result = await self.multipart()
+            except MultipartUnsupportedError:
+                if not fallback:
+                    raise
+                logger.warning("series %s: multipart refused, fetching per instance",
+                               self.series_uid)  # fmt: skip
+                _empty(self.folder)
+                result = await self.per_instance()
+        else:
+            result = await self.per_instance()
+        self.tally.add(self.series_uid, -1, result.instances, done=True)
+        return result
+
+    async def multipart(self) -> SeriesResult:
+        """One WADO-RS request; a stream that breaks midway is resumed per instance."""
+        try:
+            files = await retrying(self.client.retry, self._multipart_attempt)
+        except _StreamBroken as broken:
+            files = await self.resume(broken)
+        except (DicomWebHTTPError, UnexpectedResponseError) as error:
+            refusal = _refusal(error)
+            if refusal is error:
+                raise
+            raise refusal from error
+        return self._result(files)
+
+    async def _multipart_attempt(self) -> list[Path]:
+        _empty(self.folder)
+        files: list[Path] = []
+        resource = resource_path(self.study_uid, self.series_uid)
+        try:
+            async with self.client._open_parts(
+                resource, self.transfer_syntax, retry=False
+            ) as parts:
+                async for part in parts:
+                    path = self.folder / _file_name(len(files))
+                    size = await write_part(part, path)
+                    files.append(path)
+                    self.tally.add(self.series_uid, size, None)
+        except (MultipartError, DicomWebTransportError) as error:
+            policy = self.client.retry
+            if files and policy is not None and policy.should_retry(error):
+                raise _StreamBroken(error, files) from error
+            raise
         if not files:
-            raise UnexpectedResponseError(f"series {series_uid}: the server sent no instances")
-        return SeriesResult(series_uid, folder, tuple(files), size)
+            raise UnexpectedResponseError(
+                f"series {self.series_uid}: the server sent no instances"
+            )
+        return files
+
+    async def resume(self, broken: _StreamBroken) -> list[Path]:
+        """Keep the instances that arrived whole; fetch only the missing ones."""
+        received = broken.files
+        (self.folder / _file_name(len(received))).unlink(missing_ok=True)  # the cut-off part
+        arrived = [await anyio.to_thread.run_sync(_sop_instance_uid, path) for path in received]
+        listed = await list_instance_uids(self.client, self.study_uid, self.series_uid)
+        unknown = set(arrived) - set(listed)
+        if unknown or len(set(arrived)) != len(arrived):
+            raise UnexpectedResponseError(
+                f"series {self.series_uid}: the stream held instances QIDO does not list"
+            ) from broken.error
+        missing = [uid for uid in listed if uid not in set(arrived)]
+        kept = sum(path.stat().st_size for path in received)
+        logger.warning(
+            "series %s: stream broke after %d instances (%s); kept %d bytes, fetching the "
+            "%d missing instances one by one", self.series_uid, len(received), broken.error,
+            kept, len(missing),
+        )  # fmt: skip
+        return received + await self.fetch(missing, start=len(received), expected=len(listed))
+
+    async def per_instance(self) -> SeriesResult:
+        """QIDO lists the instances; each is fetched alone, in QIDO order."""
+        uids = await list_instance_uids(self.client, self.study_uid, self.series_uid)
+        if not uids:
+            raise UnexpectedResponseError(f"series {self.series_uid}: QIDO lists no instances")
+        return self._result(await self.fetch(uids, start=0, expected=len(uids)))
+
+    async def fetch(self, uids: Sequence[str], start: int, expected: int) -> list[Path]:
+        """Fetch `uids` into consecutive files from `start`, `concurrency` at a time."""
+        limiter = anyio.CapacityLimiter(self.concurrency)
+        paths = [self.folder / _file_name(start + n) for n in range(len(uids))]
+
+        async def one(sop_uid: str, path: Path) -> None:
+            async with limiter:
+                size = await retrying(self.client.retry, lambda: self._instance(sop_uid, path))
+                self.tally.add(self.series_uid, size, expected)
+
+        async with task_group() as group:
+            for sop_uid, path in zip(uids, paths, strict=True):
+                group.start_soon(one, sop_uid, path)
+        return paths
+
+    async def _instance(self, sop_uid: str, path: Path) -> int:
+        """One whole instance to `path` (one retryable unit); returns its size."""
+        resource = resource_path(self.study_uid, self.series_uid, sop_uid)
+        count = size = 0
+        async with self.client._open_parts(resource, self.transfer_syntax, retry=False) as parts:
+            async for part in parts:
+                count += 1
+                if count > 1:
+                    raise UnexpectedResponseError(f"instance {sop_uid}: more than one part")
+                size = await write_part(part, path)
+        if count == 0:
+            raise UnexpectedResponseError(f"instance {sop_uid}: the server sent no part")
+        return size
+
+    def _result(self, files: list[Path]) -> SeriesResult:
+        size = sum(path.stat().st_size for path in files)
+        return SeriesResult(self.series_uid, self.folder, tuple(files), size)
+
+
+def _refusal(error: DicomWebHTTPError | UnexpectedResponseError) -> Exception:
+    """The error to raise when a multipart series retrieve failed as a whole."""
+    refused = (
+        error.status in _MULTIPART_REFUSALS
+        if isinstance(error, DicomWebHTTPError)
+        else "expected multipart" in error.message
+    )
+    if not refused:
+        return error
+    return MultipartUnsupportedError(
+        f"{error}; this server may not serve a series as multipart: "
+        "use strategy='per_instance' (or fallback=True)"
+    )
+
+
+def _sop_instance_uid(path: Path) -> str:
+    import pydicom  # only needed to resume a broken stream
 
     try:
-        return await retrying(client.retry, attempt)
-    except (DicomWebHTTPError, UnexpectedResponseError) as error:
-        refused = (
-            error.status in _MULTIPART_REFUSALS
-            if isinstance(error, DicomWebHTTPError)
-            else "expected multipart" in error.message
-        )
-        if not refused:
-            raise
-        raise MultipartUnsupportedError(
-            f"{error}; this server may not serve a series as multipart: "
-            "use strategy='per_instance' (or fallback=True)"
-        ) from error
+        uid = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPInstanceUID"])
+        return server_uid(str(uid.SOPInstanceUID), "SOPInstanceUID")
+    except (OSError, AttributeError, pydicom.errors.InvalidDicomError) as error:
+        raise UnexpectedResponseError(f"{path.name}: no SOPInstanceUID ({error})") from None
 
 
 def _empty(folder: Path) -> None:
@@ -271,93 +385,6 @@ def first_value(dataset: dict[str, object], tag: str) -> object:
     element = dataset.get(tag)
     values = element.get("Value") if isinstance(element, dict) else None
     return values[0] if isinstance(values, list) and values else None
-
-
-async def _per_instance_series(
-    client: AsyncDicomWebClient,
-    study_uid: str,
-    series_uid: str,
-    folder: Path,
-    tally: _Tally,
-    transfer_syntax: str | None,
-    concurrency: int,
-) -> SeriesResult:
-    uids = await list_instance_uids(client, study_uid, series_uid)
-    if not uids:
-        raise UnexpectedResponseError(f"series {series_uid}: QIDO lists no instances")
-    sizes = [0] * len(uids)
-    limiter = anyio.CapacityLimiter(concurrency)
-
-    async def fetch(index: int, sop_uid: str) -> None:
-        async with limiter:
-            path = folder / _file_name(index)
-            sizes[index] = await retrying(
-                client.retry,
-                lambda: _fetch_instance(client, study_uid, series_uid, sop_uid, path,
-                                        transfer_syntax),
-            )  # fmt: skip
-            tally.add(series_uid, sizes[index], len(uids))
-
-    async with task_group() as group:
-        for index, sop_uid in enumerate(uids):
-            group.start_soon(fetch, index, sop_uid)
-    files = tuple(folder / _file_name(i) for i in range(len(uids)))
-    return SeriesResult(series_uid, folder, files, sum(sizes))
-
-
-async def _fetch_instance(
-    client: AsyncDicomWebClient,
-    study_uid: str,
-    series_uid: str,
-    sop_uid: str,
-    path: Path,
-    transfer_syntax: str | None,
-) -> int:
-    """One whole instance to `path` (one retryable unit); returns its size."""
-    resource = resource_path(study_uid, series_uid, sop_uid)
-    async with client._open_parts(resource, transfer_syntax, retry=False) as parts:
-        written = 0
-        count = 0
-        async for part in parts:
-            count += 1
-            if count > 1:
-                raise UnexpectedResponseError(f"instance {sop_uid}: more than one part")
-            written = await write_part(part, path)
-    if count == 0:
-        raise UnexpectedResponseError(f"instance {sop_uid}: the server sent no part")
-    return written
-
-
-async def _series_into(
-    client: AsyncDicomWebClient,
-    study_uid: str,
-    series_uid: str,
-    folder: Path,
-    tally: _Tally,
-    strategy: Strategy,
-    fallback: bool,
-    transfer_syntax: str | None,
-    concurrency: int,
-) -> SeriesResult:
-    if strategy == "multipart":
-        try:
-            result = await _multipart_series(
-                client, study_uid, series_uid, folder, tally, transfer_syntax
-            )
-        except MultipartUnsupportedError:
-            if not fallback:
-                raise
-            logger.warning("series %s: multipart refused, fetching per instance", series_uid)
-            _empty(folder)
-            result = await _per_instance_series(
-                client, study_uid, series_uid, folder, tally, transfer_syntax, concurrency
-            )
-    else:
-        result = await _per_instance_series(
-            client, study_uid, series_uid, folder, tally, transfer_syntax, concurrency
-        )
-    tally.add(series_uid, -1, result.instances, done=True)
-    return result
 
 
 def _check_strategy(strategy: str, concurrency: int) -> None:
@@ -389,8 +416,9 @@ async def download_series(
     with parent_created(dest_dir, create_parent):
         dest = check_destination(dest_dir)
         with atomic_directory(dest) as staging:
-            result = await _series_into(client, study_uid, series_uid, staging, tally, strategy,
-                                        fallback, transfer_syntax, concurrency)  # fmt: skip
+            job = _SeriesJob(client, study_uid, series_uid, staging, tally, transfer_syntax,
+                             concurrency)  # fmt: skip
+            result = await job.run(strategy, fallback)
     files = tuple(dest / f.name for f in result.files)
     final = SeriesResult(series_uid, dest, files, result.bytes)
     return DownloadResult(dest, study_uid, (final,), time.perf_counter() - started)
@@ -439,10 +467,9 @@ async def download_study(
             async with limiter:
                 folder = staging / series_uid
                 os.mkdir(folder)
-                results[series_uid] = await _series_into(
-                    client, study_uid, series_uid, folder, tally, strategy, fallback,
-                    transfer_syntax, concurrency,
-                )  # fmt: skip
+                job = _SeriesJob(client, study_uid, series_uid, folder, tally,
+                                 transfer_syntax, concurrency)  # fmt: skip
+                results[series_uid] = await job.run(strategy, fallback)
 
         async with task_group() as group:
             for series_uid in uids:

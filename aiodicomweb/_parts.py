@@ -7,6 +7,7 @@ chunk is read, so memory holds one network chunk, never a part or a series.
 
 from __future__ import annotations
 
+import zlib
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 
@@ -86,6 +87,45 @@ class Part:
         return b"".join([bytes(view) async for view in self.aiter_views()])
 
 
+# A decoded body is handed out in pieces of at most this size, whatever the
+# compression ratio: a "zip bomb" costs time, never memory.
+_MAX_DECODED_PIECE = 1 << 20
+
+
+async def _decoded(response: httpx.Response, description: str) -> AsyncIterator[bytes]:
+    """The response body, with gzip/deflate undone in bounded pieces.
+
+    httpx's own decoders inflate a whole network chunk at once (a 256 KiB gzip
+    chunk of zeros becomes 256 MiB), so WADO bodies are read raw and inflated
+    here with `max_length`.
+    """
+    try:
+        preloaded = response.content  # a body built in memory (tests, MockTransport)
+    except httpx.ResponseNotRead:
+        pass
+    else:
+        yield preloaded
+        return
+    encoding = response.headers.get("content-encoding", "identity").strip().lower()
+    if encoding in ("", "identity"):
+        async for chunk in response.aiter_raw():
+            yield chunk
+        return
+    if encoding not in ("gzip", "x-gzip", "deflate"):
+        raise UnexpectedResponseError(f"{description}: unsupported Content-Encoding {encoding!r}")
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS if "gzip" in encoding else zlib.MAX_WBITS)
+    try:
+        async for chunk in response.aiter_raw():
+            data = chunk
+            while data:
+                yield inflater.decompress(data, _MAX_DECODED_PIECE)
+                data = inflater.unconsumed_tail
+    except zlib.error as error:
+        raise UnexpectedResponseError(
+            f"{description}: corrupt {encoding} body ({error})"
+        ) from None
+
+
 class MultipartStream:
     """Async iterator of `Part`s over an open, streamed httpx response.
 
@@ -104,7 +144,7 @@ class MultipartStream:
         self._response = response
         self._description = description
         self._events: deque[_Event] = deque()
-        self._chunks = response.aiter_bytes()
+        self._chunks = _decoded(response, description)
         self._current: Part | None = None
         self._count = 0
         self._exhausted = False
