@@ -40,7 +40,7 @@ def ensure_orthanc(session: nox.Session) -> None:
 
 
 def install_project(session: nox.Session, *groups: str) -> None:
-    session.install("-e", ".[http2,legacy,cli]")
+    session.install("-e", ".[http2,legacy]")
     for group in groups:
         session.install(*nox.project.dependency_groups(PYPROJECT, group))
 

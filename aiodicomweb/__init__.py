@@ -21,6 +21,7 @@ from aiodicomweb._exceptions import (
 from aiodicomweb._legacy import DicomWebAdapter, DicomWebAdapter_Fallback
 from aiodicomweb._parts import MultipartStream, Part
 from aiodicomweb._retry import RetryPolicy
+from aiodicomweb._store import StoreProgress
 from aiodicomweb._stow import FailedInstance, StoredInstance, StoreResult
 from aiodicomweb._sync import DicomWebClient, SyncPart
 
@@ -49,6 +50,7 @@ __all__ = [
     "RetryPolicy",
     "SeriesResult",
     "StoreFailedError",
+    "StoreProgress",
     "StoreResult",
     "StoredInstance",
     "SyncPart",

@@ -32,7 +32,7 @@ from aiodicomweb._media import (
 )
 from aiodicomweb._parts import MultipartStream
 from aiodicomweb._retry import RetryPolicy
-from aiodicomweb._store import StoreSource
+from aiodicomweb._store import StoreProgressCallback, StoreSource
 from aiodicomweb._stow import StoreResult
 from aiodicomweb._transport import Transport, http_transport
 from aiodicomweb._urls import (
@@ -713,18 +713,21 @@ class AsyncDicomWebClient:
         max_request_size: int = _store.DEFAULT_MAX_REQUEST_SIZE,
         max_instances_per_request: int = _store.DEFAULT_MAX_INSTANCES,
         concurrency: int = _store.DEFAULT_CONCURRENCY,
+        progress: StoreProgressCallback | None = None,
     ) -> StoreResult:
         """Store instances with STOW-RS.
 
         Files are streamed chunk by chunk, never read whole; instances are split
         into requests of at most `max_request_size` bytes and
-        `max_instances_per_request` instances, `concurrency` requests at a time.
+        `max_instances_per_request` instances, `concurrency` requests at a time
+        (requests are kept small enough for the concurrency to pay off).
 
         Args:
             items: A path, bytes or pydicom Dataset, or an iterable or async
                 iterable of them.
             study_uid: Post to `/studies/{study_uid}`: the server refuses
                 instances of other studies.
+            progress: Called with a `StoreProgress` after each request.
 
         Returns:
             A `StoreResult`: what was stored (with retrieve URLs and warnings)
@@ -742,6 +745,7 @@ class AsyncDicomWebClient:
         return await _store.store(
             self, items, study_uid=study_uid, max_request_size=max_request_size,
             max_instances_per_request=max_instances_per_request, concurrency=concurrency,
+            progress=progress,
         )  # fmt: skip
 
     async def store_directory(
@@ -753,6 +757,7 @@ class AsyncDicomWebClient:
         max_request_size: int = _store.DEFAULT_MAX_REQUEST_SIZE,
         max_instances_per_request: int = _store.DEFAULT_MAX_INSTANCES,
         concurrency: int = _store.DEFAULT_CONCURRENCY,
+        progress: StoreProgressCallback | None = None,
     ) -> StoreResult:
         """Store every DICOM file under `folder`, recursively.
 
@@ -777,6 +782,7 @@ class AsyncDicomWebClient:
                     max_request_size=max_request_size,
                     max_instances_per_request=max_instances_per_request,
                     concurrency=concurrency,
+                    progress=progress,
                 )
             )
         return result

@@ -21,6 +21,7 @@ __all__ = [
     "Terminal",
     "describe",
     "format_duration",
+    "format_seconds",
     "format_size",
     "status_line",
     "throughput",
@@ -29,7 +30,7 @@ __all__ = [
 MB = 1_000_000
 _CLEAR_LINE = "\r\x1b[K"
 _DEFAULT_WIDTH = 80
-_BAR_WIDTH = 24
+_BAR_WIDTH = 20
 
 
 def format_size(size: int) -> str:
@@ -43,6 +44,11 @@ def format_duration(seconds: float) -> str:
     hours, rest = divmod(whole, 3600)
     minutes, secs = divmod(rest, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def format_seconds(seconds: float) -> str:
+    """A wall time for a summary, e.g. ``"2.41 s"`` (``"73.5 s"`` from ten seconds)."""
+    return f"{seconds:.2f} s" if seconds < 10 else f"{seconds:.1f} s"
 
 
 def throughput(size: int, seconds: float) -> str:
@@ -102,13 +108,27 @@ def describe(snapshot: Snapshot) -> str:
 
 
 def status_line(label: str, snapshot: Snapshot, width: int) -> str:
-    """The terminal status: label, a bar when a total is known, the description; fits `width`."""
+    """The terminal status, compact, fitted to `width` (the bar goes first when short).
+
+    E.g. ``"download [#########.........]  45%  135/300  17.8/39.5 MB  21.3 MB/s  ETA 0:02"``.
+    """
+    count = str(snapshot.instances)
+    if snapshot.total_instances is not None:
+        count += f"/{snapshot.total_instances}"
+    size = format_size(snapshot.bytes)
+    if snapshot.total_bytes is not None:
+        size = f"{snapshot.bytes / MB:.1f}/{format_size(snapshot.total_bytes)}"
+    fields = [count, size, throughput(snapshot.bytes, snapshot.elapsed)]
+    eta = snapshot.eta
+    if eta is not None and snapshot.fraction != 1.0:
+        fields.append(f"ETA {format_duration(eta)}")
     fraction = snapshot.fraction
-    head = label
     if fraction is not None:
+        fields.insert(0, f"{fraction * 100:.0f}%")
+    line = "  ".join([label, *fields])
+    if fraction is not None and len(line) + _BAR_WIDTH + 3 < width:
         filled = int(fraction * _BAR_WIDTH)
-        head += f" [{'#' * filled}{'.' * (_BAR_WIDTH - filled)}] {fraction * 100:3.0f}%"
-    line = f"{head}  {describe(snapshot)}"
+        line = "  ".join([f"{label} [{'#' * filled}{'.' * (_BAR_WIDTH - filled)}]", *fields])
     # One column spare: writing the last column makes some terminals wrap.
     return line[: max(1, width - 1)]
 
@@ -216,7 +236,9 @@ class Progress:
     def snapshot(self) -> Snapshot:
         """The counts now."""
         elapsed = self._clock() - self._started
-        return Snapshot(self.instances, self.bytes, elapsed, self.total_instances, self.total_bytes)
+        return Snapshot(
+            self.instances, self.bytes, elapsed, self.total_instances, self.total_bytes
+        )
 
     def update(self, instances: int, size: int) -> None:
         """Set the counts (totals so far) and show them if it is time to."""

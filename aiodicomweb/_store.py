@@ -13,7 +13,7 @@ import os
 import re
 import sys
 import warnings
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias, cast
@@ -32,7 +32,14 @@ if TYPE_CHECKING:
 
     from aiodicomweb._client import AsyncDicomWebClient
 
-__all__ = ["StoreItem", "StoreSource", "find_dicom_files", "store"]
+__all__ = [
+    "StoreItem",
+    "StoreProgress",
+    "StoreProgressCallback",
+    "StoreSource",
+    "find_dicom_files",
+    "store",
+]
 
 logger = logging.getLogger("aiodicomweb")
 
@@ -40,7 +47,9 @@ StoreItem: TypeAlias = "str | os.PathLike[str] | bytes | bytearray | memoryview 
 StoreSource: TypeAlias = "StoreItem | Iterable[StoreItem] | AsyncIterable[StoreItem]"
 DEFAULT_MAX_REQUEST_SIZE = 100 * 1000 * 1000
 DEFAULT_MAX_INSTANCES = 500
-DEFAULT_CONCURRENCY = 2
+DEFAULT_CONCURRENCY = 3
+_MIN_BATCH = 4 * 1000 * 1000
+_DEFAULT_BATCH = 16 * 1000 * 1000
 _DICOMDIR_CLASS = b"1.2.840.10008.1.3.10"
 # STOW answers carry the outcome in the body: Orthanc answers 409 (some failed)
 # and 400 (some parts were not DICOM) with a full list of what it stored.
@@ -203,6 +212,55 @@ def _reconcile(result: StoreResult, batch: list[_Upload]) -> StoreResult:
     return replace(result, failed=tuple(failed))
 
 
+@dataclass(frozen=True)
+class StoreProgress:
+    """A snapshot passed to the progress callback after each STOW request.
+
+    Attributes:
+        instances: Instances sent and answered so far.
+        bytes: Their size.
+        failed: How many of them the server did not store.
+        total_instances: Instances to send, when known (a list or tuple was given).
+        total_bytes: Their size, when known (paths and bytes only).
+    """
+
+    instances: int
+    bytes: int
+    failed: int
+    total_instances: int | None
+    total_bytes: int | None
+
+
+StoreProgressCallback = Callable[[StoreProgress], None]
+
+
+def _totals(items: StoreSource) -> tuple[int | None, int | None]:
+    """Instances and bytes to send, known up front only for lists and tuples."""
+    if not isinstance(items, (list, tuple)):
+        return None, None
+    size = 0
+    for item in items:
+        if isinstance(item, (bytes, bytearray, memoryview)):
+            size += len(item)
+        elif isinstance(item, (str, os.PathLike)):
+            size += os.stat(item).st_size
+        else:
+            return len(items), None
+    return len(items), size
+
+
+def _batch_target(total_bytes: int | None, max_request_size: int, concurrency: int) -> int:
+    """Bytes per request: small enough that `concurrency` requests run side by side.
+
+    Orthanc ingests concurrent requests in parallel (59-69 MB/s for one request,
+    117 MB/s for two, 134 MB/s for four, measured here), so one 100 MB request
+    would waste the concurrency. A known total is split into about two requests
+    per worker; an unknown one goes in requests of `_DEFAULT_BATCH`.
+    """
+    wanted = _DEFAULT_BATCH if total_bytes is None else total_bytes // (2 * concurrency)
+    return min(max_request_size, max(_MIN_BATCH, wanted))
+
+
 async def store(
     client: AsyncDicomWebClient,
     items: StoreSource,
@@ -211,26 +269,33 @@ async def store(
     max_request_size: int = DEFAULT_MAX_REQUEST_SIZE,
     max_instances_per_request: int = DEFAULT_MAX_INSTANCES,
     concurrency: int = DEFAULT_CONCURRENCY,
-    chunk_size: int | None = None,
+    progress: StoreProgressCallback | None = None,
 ) -> StoreResult:
     """See `AsyncDicomWebClient.store`."""
-    if max_request_size < 1 or max_instances_per_request < 1 or concurrency < 1:
+    if min(max_request_size, max_instances_per_request, concurrency) < 1:
         raise DicomWebUsageError("sizes, counts and concurrency must be positive")
     url = client._stow + "/studies"
     if study_uid is not None:
         url += "/" + validate_uid(study_uid, "StudyInstanceUID")
+    total_instances, total_bytes = await anyio.to_thread.run_sync(_totals, items)
+    target = _batch_target(total_bytes, max_request_size, concurrency)
     results: list[StoreResult] = []
+    done = [0, 0, 0]  # instances, bytes, failed
     limiter = anyio.Semaphore(concurrency)
-    size = chunk_size or client.chunk_size
 
     async def send(index: int, batch: list[_Upload]) -> None:
         try:
-            results[index] = await _send_batch(client, url, batch, size)
+            results[index] = result = await _send_batch(client, url, batch, client.chunk_size)
         finally:
             limiter.release()
+        done[0] += len(batch)
+        done[1] += sum(upload.size for upload in batch)
+        done[2] += len(result.failed)
+        if progress is not None:
+            progress(StoreProgress(done[0], done[1], done[2], total_instances, total_bytes))
 
     async with task_group() as group:
-        async for batch in _batches(items, max_request_size, max_instances_per_request):
+        async for batch in _batches(items, target, max_instances_per_request):
             await limiter.acquire()  # bounds batches in flight, and batches prepared
             results.append(StoreResult.empty())
             group.start_soon(send, len(results) - 1, batch)

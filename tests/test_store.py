@@ -11,6 +11,7 @@ import pydicom
 import pytest
 
 from aiodicomweb import AsyncDicomWebClient, DicomWebUsageError
+from aiodicomweb._store import _batch_target
 from tests.support.corpus import delete_study, orthanc_id, stored_bytes
 from tests.support.dicomgen import SeriesSpec, generate_series
 from tests.support.orthanc import OrthancServer
@@ -129,3 +130,29 @@ async def test_store_directory_walks_filters_and_reports(client, orthanc, fresh_
 async def test_store_directory_of_missing_folder(client, tmp_path):
     with pytest.raises(FileNotFoundError):
         await client.store_directory(tmp_path / "missing")
+
+
+async def test_store_reports_progress_after_each_request(client, fresh_study):
+    _, instances = fresh_study
+    seen = []
+    bodies = [i.data for i in instances]
+    result = await client.store(bodies, max_instances_per_request=2, progress=seen.append)
+    assert result.ok
+    assert sorted(p.instances for p in seen) == [2, 4, 6]
+    last = max(seen, key=lambda p: p.instances)
+    assert last.bytes == sum(map(len, bodies)) == last.total_bytes
+    assert last.total_instances == len(bodies) and last.failed == 0
+
+
+@pytest.mark.parametrize(
+    ("total", "limit", "concurrency", "expected"),
+    [
+        pytest.param(None, 100_000_000, 3, 16_000_000, id="unknown-total"),
+        pytest.param(120_000_000, 100_000_000, 3, 20_000_000, id="two-per-worker"),
+        pytest.param(1_000_000, 100_000_000, 3, 4_000_000, id="small-total-floor"),
+        pytest.param(600_000_000, 50_000_000, 2, 50_000_000, id="capped-by-max"),
+        pytest.param(120_000_000, 1_000, 3, 1_000, id="tiny-max-wins"),
+    ],
+)
+def test_batch_target_keeps_requests_concurrent(total, limit, concurrency, expected):
+    assert _batch_target(total, limit, concurrency) == expected
