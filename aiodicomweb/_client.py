@@ -16,6 +16,7 @@ import httpx
 
 from aiodicomweb import _download, _store
 from aiodicomweb._auth import make_auth
+from aiodicomweb._bulk import BulkTransport
 from aiodicomweb._download import DownloadResult, ProgressCallback, Strategy
 from aiodicomweb._exceptions import (
     DicomWebHTTPError,
@@ -142,6 +143,8 @@ class AsyncDicomWebClient:
             transport = http_transport(
                 verify=verify, cert=cert, http2=http2, limits=limits, proxy=proxy
             )
+            if not http2 and proxy is None:
+                transport = BulkTransport(transport)
         http = httpx.AsyncClient(
             auth=make_auth(auth),
             headers=headers,
@@ -388,7 +391,9 @@ class AsyncDicomWebClient:
     ) -> AsyncIterator[MultipartStream]:
         url = self._wado + path
         headers = {"Accept": multipart_accept(DICOM, transfer_syntax), **_NO_GZIP}
-        async with self._transport.stream("GET", url, headers=headers, retry=retry) as response:
+        async with self._transport.stream(
+            "GET", url, headers=headers, retry=retry, bulk=True
+        ) as response:
             yield MultipartStream(response, description=f"GET {redact_url(url)}")
 
     # -- WADO-RS: buffered ---------------------------------------------------

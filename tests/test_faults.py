@@ -427,7 +427,8 @@ async def test_load_1000_searches_and_20_concurrent_downloads(orthanc, corpus: C
     expected = sorted(i.data for i in corpus.series(ALPHA_MR.series_uid))
     for n in range(20):
         assert sorted(folder_bytes(tmp_path / f"d{n}")) == expected
-    assert process.num_fds() == fds_before and open_sockets() == sockets_before
+    # Nothing leaked (earlier tests' sockets may still be closing, so not "equal").
+    assert process.num_fds() <= fds_before and open_sockets() <= sockets_before
     assert rss_growth < 30
     print(f"\nload: 1000 QIDO in {qido_seconds:.2f} s ({1000 / qido_seconds:.0f}/s); "
           f"20 concurrent series downloads in {download_seconds:.2f} s; "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import array
 import itertools
 import re
+import urllib.request
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
@@ -31,12 +32,16 @@ from aiodicomweb._multipart import (
     new_boundary,
     parse_content_type,
 )
+from tests.support.corpus import Corpus
+from tests.support.dicomgen import TEST_CORPUS
+from tests.support.orthanc import OrthancServer
 
 if TYPE_CHECKING:
     from _pytest.mark.structures import ParameterSet
 
 Headers = tuple[tuple[str, str], ...]
 Part = tuple[Headers, bytes]
+
 
 RFC2046_BOUNDARY = re.compile(r"[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?]")
 DICOM = (("Content-Type", "application/dicom"),)
@@ -865,3 +870,42 @@ def test_encode_multipart_consumes_its_inputs_lazily() -> None:
     rest = list(stream)
     assert rest[-1] == b"\r\n--L--\r\n"
     assert pulled[-1] == "b2"
+
+
+# ------------------------------------------------------------ bodies captured from Orthanc
+
+
+@pytest.fixture(scope="module")
+def orthanc_series_body(orthanc: OrthancServer, corpus: Corpus) -> tuple[bytes, bytes]:
+    """The raw WADO-RS answer for a 5-instance series, read with the standard library."""
+    spec = TEST_CORPUS[1]
+    url = f"{orthanc.dicomweb_url}/studies/{spec.study_uid}/series/{spec.series_uid}"
+    accept = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+    request = urllib.request.Request(url, headers={"Accept": accept})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        body, content_type = response.read(), response.headers["Content-Type"]
+    return body, multipart_boundary(parse_content_type(content_type))
+
+
+def test_orthanc_series_body_matches_the_reference_decoder_and_the_stored_bytes(
+    orthanc_series_body: tuple[bytes, bytes], corpus: Corpus
+) -> None:
+    body, boundary = orthanc_series_body
+    parts = parse([body], boundary)
+    assert parts == toolbelt_parts(body, boundary)
+    expected = sorted(i.data for i in corpus.series(TEST_CORPUS[1].series_uid))
+    assert sorted(data for _, data in parts) == expected
+    assert all(dict(headers).get("Content-Length") == str(len(data)) for headers, data in parts)
+
+
+def test_orthanc_series_body_parses_identically_however_it_is_cut(
+    orthanc_series_body: tuple[bytes, bytes],
+) -> None:
+    body, boundary = orthanc_series_body
+    whole = parse([body], boundary)
+    delimiters = [m.start() for m in re.finditer(re.escape(b"--" + boundary), body)]
+    cuts = {c for d in delimiters for c in range(max(1, d - 100), min(len(body), d + 200))}
+    for cut in sorted(cuts):
+        assert parse([body[:cut], body[cut:]], boundary) == whole, cut
+    assert parse(pieces(body, 1), boundary) == whole
+    assert parse(pieces(body, 65536), boundary) == whole

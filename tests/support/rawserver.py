@@ -22,20 +22,27 @@ def reset(sock: socket.socket) -> None:
     sock.close()
 
 
-def _read_head(sock: socket.socket) -> str:
+def _read_head(sock: socket.socket) -> bytes:
     data = b""
     while b"\r\n\r\n" not in data:
         chunk = sock.recv(65536)
         if not chunk:
             break
         data += chunk
-    line = data.split(b"\r\n", 1)[0].decode("latin-1")
+    return data
+
+
+def _path(head: bytes) -> str:
+    line = head.split(b"\r\n", 1)[0].decode("latin-1")
     return line.split(" ")[1] if " " in line else ""
 
 
 @contextmanager
-def raw_server(route: Callable[[str], Script]) -> Iterator[str]:
-    """Serve on 127.0.0.1; yields the base URL. `route(path)` picks each connection's script."""
+def raw_server(route: Callable[[str], Script], heads: list[bytes] | None = None) -> Iterator[str]:
+    """Serve on 127.0.0.1; yields the base URL. `route(path)` picks each connection's script.
+
+    Each request head received is appended to `heads` when given.
+    """
     listener = socket.create_server(("127.0.0.1", 0))
     listener.settimeout(0.2)
     stop = threading.Event()
@@ -43,7 +50,10 @@ def raw_server(route: Callable[[str], Script]) -> Iterator[str]:
 
     def handle(sock: socket.socket) -> None:
         try:
-            route(_read_head(sock))(sock)
+            head = _read_head(sock)
+            if heads is not None:
+                heads.append(head)
+            route(_path(head))(sock)
         except OSError:
             pass  # the client went away: that is what some tests provoke
         finally:

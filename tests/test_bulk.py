@@ -1,0 +1,153 @@
+"""The lean HTTP/1.1 wire for WADO-RS bodies: framing, routing and protocol errors.
+
+Real sockets (the scripted loopback server) for what the wire reads; the
+Orthanc suites already run every WADO stream through it.
+"""
+
+from __future__ import annotations
+
+import socket
+
+import httpx
+import pytest
+
+from aiodicomweb import AsyncDicomWebClient, DicomWebTransportError, MultipartError
+from aiodicomweb._bulk import BULK, BulkTransport
+from tests.support.orthanc import free_port
+from tests.support.rawserver import raw_server
+
+pytestmark = pytest.mark.anyio
+
+BOUNDARY = "bulk-boundary"
+CONTENT_TYPE = f'multipart/related; type="application/dicom"; boundary={BOUNDARY}'
+BODIES = [b"first instance " * 100, b"", b"third \r\n--bulk-bound instance" * 50]
+STUDY, SERIES = "1.2.3", "1.2.3.4"
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def multipart() -> bytes:
+    parts = [
+        f"--{BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n".encode() + body + b"\r\n"
+        for body in BODIES
+    ]
+    return b"".join(parts) + f"--{BOUNDARY}--\r\n".encode()
+
+
+def chunked(data: bytes, size: int) -> bytes:
+    pieces = [data[i : i + size] for i in range(0, len(data), size)]
+    encoded = b"".join(b"%x;ext=1\r\n%s\r\n" % (len(p), p) for p in pieces)
+    return encoded + b"0\r\nX-Trailer: yes\r\n\r\n"
+
+
+def answer(head: str, body: bytes):
+    def script(sock: socket.socket) -> None:
+        sock.sendall(head.encode() + b"\r\n" + body)
+
+    return lambda path: script
+
+
+async def series_bodies(url: str) -> list[bytes]:
+    async with AsyncDicomWebClient(url, retry=None) as client:
+        return await client.retrieve_series(STUDY, SERIES)
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        pytest.param(f"HTTP/1.1 200 OK\r\nContent-Type: {CONTENT_TYPE}\r\n", id="close-delimited"),
+        pytest.param(
+            f"HTTP/1.1 200 OK\r\nContent-Type: {CONTENT_TYPE}\r\n"
+            f"Content-Length: {len(multipart())}\r\n",
+            id="content-length",
+        ),
+        pytest.param(
+            f"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Type: {CONTENT_TYPE}\r\n",
+            id="after-100-continue",
+        ),
+    ],
+)  # fmt: skip
+async def test_bodies_are_read_whatever_the_framing(head):
+    with raw_server(answer(head, multipart())) as url:
+        assert await series_bodies(url) == BODIES
+
+
+@pytest.mark.parametrize("size", [1, 7, 4096, 1 << 20])
+async def test_chunked_bodies_are_decoded(size):
+    head = f"HTTP/1.1 200 OK\r\nContent-Type: {CONTENT_TYPE}\r\nTransfer-Encoding: chunked\r\n"
+    with raw_server(answer(head, chunked(multipart(), size))) as url:
+        assert await series_bodies(url) == BODIES
+
+
+@pytest.mark.parametrize(
+    ("head", "body", "error"),
+    [
+        pytest.param("HTTP/1.1 200 OK\r\nContent-Type: " + CONTENT_TYPE + "\r\nContent-Length: "
+                     + str(len(multipart()) + 10) + "\r\n", multipart()[:-100],
+                     DicomWebTransportError, id="content-length-cut-short"),
+        pytest.param("HTTP/1.1 200 OK\r\nContent-Type: " + CONTENT_TYPE
+                     + "\r\nTransfer-Encoding: chunked\r\n", chunked(multipart(), 50)[:-30],
+                     DicomWebTransportError, id="chunked-cut-short"),
+        pytest.param("HTTP/1.1 200 OK\r\nContent-Type: " + CONTENT_TYPE
+                     + "\r\nTransfer-Encoding: chunked\r\n", b"zz\r\n",
+                     DicomWebTransportError, id="bad-chunk-size"),
+        pytest.param("HTTP/1.1 200 OK\r\nContent-Type: " + CONTENT_TYPE + "\r\n",
+                     multipart()[:-50], MultipartError, id="close-delimited-cut-short"),
+        pytest.param("SMTP ready\r\n", b"", DicomWebTransportError, id="not-http"),
+        pytest.param("HTTP/1.1 200 OK\r\nbroken header line\r\n", b"", DicomWebTransportError,
+                     id="malformed-header"),
+        pytest.param("HTTP/1.1 200 OK\r\nX-Big: " + "a" * 70000 + "\r\n", b"",
+                     DicomWebTransportError, id="head-too-large"),
+    ],
+)  # fmt: skip
+async def test_protocol_errors_are_connection_errors(head, body, error):
+    with raw_server(answer(head, body)) as url:
+        with pytest.raises(error) as caught:
+            await series_bodies(url)
+    assert isinstance(caught.value, ConnectionError)
+
+
+async def test_a_bulk_request_to_a_closed_port_is_a_transport_error():
+    url = f"http://127.0.0.1:{free_port()}/dicom-web"
+    with pytest.raises(DicomWebTransportError):
+        await series_bodies(url)
+
+
+async def test_only_plain_http_bulk_gets_take_the_lean_wire():
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(f"{request.method} {request.url}")
+        return httpx.Response(200, json=[])
+
+    transport = BulkTransport(httpx.MockTransport(handler))
+    async with httpx.AsyncClient(transport=transport) as client:
+        await client.get("http://pacs.test/qido")  # not bulk: the inner transport
+        await client.get("https://pacs.test/wado", extensions={BULK: True})  # TLS: inner
+        await client.post("http://pacs.test/stow", extensions={BULK: True})  # not a GET: inner
+        with pytest.raises(httpx.ConnectError):  # bulk plain GET: the lean wire, no server
+            await client.get(f"http://127.0.0.1:{free_port()}/wado", extensions={BULK: True})
+    assert seen == ["GET http://pacs.test/qido", "GET https://pacs.test/wado",
+                    "POST http://pacs.test/stow"]  # fmt: skip
+
+
+async def test_request_head_carries_auth_and_asks_to_close():
+    heads: list[bytes] = []
+
+    def route(path: str):
+        def script(sock: socket.socket) -> None:
+            sock.sendall(f"HTTP/1.1 200 OK\r\nContent-Type: {CONTENT_TYPE}\r\n\r\n".encode()
+                         + multipart())  # fmt: skip
+
+        return script
+
+    with raw_server(route, heads=heads) as url:
+        async with AsyncDicomWebClient(url, auth=("user", "pw"), retry=None) as client:
+            await client.retrieve_series(STUDY, SERIES)
+    (head,) = heads
+    assert b"\r\nAuthorization: Basic dXNlcjpwdw==\r\n" in head
+    assert b"\r\nConnection: close\r\n" in head
+    assert head.startswith(f"GET /dicom-web/studies/{STUDY}/series/{SERIES} HTTP/1.1".encode())
