@@ -98,12 +98,12 @@ def run_child(argv: Sequence[str]) -> tuple[float, float, str]:
 
 def measure(
     name: str, megabytes: float, argv: Sequence[str], runs: int, warmups: int = 1,
-    before_each: Iterable[object] = (),
+    out_root: Path = SCRATCH,
 ) -> Measurement:  # fmt: skip
-    """Run a case `warmups + runs` times; keep the last `runs`."""
+    """Run a case `warmups + runs` times, writing under `out_root`; keep the last `runs`."""
     result = Measurement(name, megabytes)
     for index in range(warmups + runs):
-        scratch = Path(tempfile.mkdtemp(dir=SCRATCH))
+        scratch = Path(tempfile.mkdtemp(dir=out_root))
         os.sync()  # start each run without the previous run's dirty pages to flush
         try:
             out_arg = [a.replace("{OUT}", str(scratch)) for a in argv]

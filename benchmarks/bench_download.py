@@ -10,6 +10,7 @@ import argparse
 import datetime
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 from _common import (
@@ -43,7 +44,7 @@ def worker(case: str, base: str, study: str, series: str) -> list[str]:
 
 
 def series_cases(
-    base: str, spec: SeriesSpec, mb: float, runs: int, dwc: bool
+    base: str, spec: SeriesSpec, mb: float, runs: int, dwc: bool, out: Path
 ) -> list[Measurement]:
     url = f"{base}/studies/{spec.study_uid}/series/{spec.series_uid}"
     cases = [
@@ -65,10 +66,12 @@ def series_cases(
                 worker("dwc-iter", base, spec.study_uid, spec.series_uid),
             ),
         ]
-    return [measure(name, mb, argv, runs) for name, argv in cases]
+    return [measure(name, mb, argv, runs, out_root=out) for name, argv in cases]
 
 
-def study_cases(base: str, specs: list[SeriesSpec], mb: float, runs: int) -> list[Measurement]:
+def study_cases(
+    base: str, specs: list[SeriesSpec], mb: float, runs: int, out: Path
+) -> list[Measurement]:
     study = specs[0].study_uid
     urls = [f"{base}/studies/{study}/series/{s.series_uid}" for s in specs]
     cases = [
@@ -81,7 +84,7 @@ def study_cases(base: str, specs: list[SeriesSpec], mb: float, runs: int) -> lis
         ("dicomweb-client retrieve_study+save_as", worker("dwc-retrieve-study", base, study, "-")),
         ("dicomweb-client iter_study+save_as", worker("dwc-iter-study", base, study, "-")),
     ]
-    return [measure(name, mb, argv, runs) for name, argv in cases]
+    return [measure(name, mb, argv, runs, out_root=out) for name, argv in cases]
 
 
 def report(title: str, results: list[Measurement]) -> str:
@@ -119,10 +122,14 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="small data, few runs")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--no-gb", action="store_true", help="skip the ~1 GB series")
+    parser.add_argument("--out", type=Path, default=SCRATCH,
+                        help="where the clients write (default: a folder on the repo's disk; "
+                        "/dev/shm takes the filesystem out of the comparison)")  # fmt: skip
     args = parser.parse_args()
     runs = 2 if args.quick else args.runs
     scale = 4 if args.quick else 1
     SCRATCH.mkdir(exist_ok=True)
+    out_root = Path(tempfile.mkdtemp(dir=args.out))
     series = SeriesSpec(study=9001, series=1, instances=200 // scale, rows=512, columns=512)
     study = [
         SeriesSpec(study=9002, series=n, instances=100 // scale, rows=512, columns=512)
@@ -133,7 +140,7 @@ def main() -> int:
     out = [
         f"## Download benchmark, {datetime.date.today()}",
         "",
-        f"Machine: {machine()}.",
+        f"Machine: {machine()}. Output written to {args.out}.",
         "MB = 10^6 bytes; MB/s from the in-process transfer time (curl: wall time); "
         f"medians of {runs} runs after 1 warm-up.",
         "",
@@ -143,14 +150,16 @@ def main() -> int:
         mb = upload(server, [series])
         out.append(
             report(
-                f"Series, {series.instances} instances", series_cases(base, series, mb, runs, True)
+                f"Series, {series.instances} instances",
+                series_cases(base, series, mb, runs, True, out_root),
             )
         )
         print(out[-1], flush=True)
         mb = upload(server, study)
         out.append(
             report(
-                f"Study, 4 x {study[0].instances} instances", study_cases(base, study, mb, runs)
+                f"Study, 4 x {study[0].instances} instances",
+                study_cases(base, study, mb, runs, out_root),
             )
         )
         print(out[-1], flush=True)
@@ -159,16 +168,18 @@ def main() -> int:
             out.append(
                 report(
                     f"Large series, {big.instances} instances",
-                    series_cases(base, big, mb, max(2, runs // 2), False),
+                    series_cases(base, big, mb, max(2, runs // 2), False, out_root),
                 )
             )
             print(out[-1], flush=True)
     finally:
         server.stop()
+        shutil.rmtree(out_root, ignore_errors=True)
         shutil.rmtree(SCRATCH, ignore_errors=True)
     results = Path(__file__).with_name("results")
     results.mkdir(exist_ok=True)
-    (results / "download.md").write_text("\n".join(out) + "\n")
+    name = "download-tmpfs.md" if str(args.out).startswith("/dev/shm") else "download.md"
+    (results / name).write_text("\n".join(out) + "\n")
     return 0
 
 

@@ -71,12 +71,14 @@ def qido(base: str, study: SeriesSpec, runs: int) -> str:
         (f"studies/{study.study_uid}/series/{study.series_uid}/instances", "search_instances",
          {"study_uid": study.study_uid, "series_uid": study.series_uid}),
     ]  # fmt: skip
+    labels = ["/studies?PatientName=...", "/studies/{study}/series",
+              f"/studies/{{study}}/series/{{series}}/instances ({study.instances})"]  # fmt: skip
     queries = [(method, {**kwargs, "_url": f"{base}/{path}"}) for path, method, kwargs in cases]
     ours = anyio.run(client_ms, base, queries, runs)
     rows = []
-    for (path, _, _), (mine, raw) in zip(cases, ours, strict=True):
+    for (path, _, _), label, (mine, raw) in zip(cases, labels, ours, strict=True):
         curl = curl_ms(f"{base}/{path}", runs)
-        rows.append([f"`/{path.split('?')[0][:40]}`", f"{curl:.1f}", f"{raw:.1f}", f"{mine:.1f}",
+        rows.append([f"`{label}`", f"{curl:.1f}", f"{raw:.1f}", f"{mine:.1f}",
                      f"{mine - raw:+.2f}", f"{mine - curl:+.1f}"])  # fmt: skip
     header = ["query", "curl ms (new process)", "httpx ms (warm)", "aiodicomweb ms (warm)",
               "aiodicomweb - httpx", "aiodicomweb - curl"]  # fmt: skip
