@@ -46,10 +46,12 @@ def install_project(session: nox.Session, *groups: str) -> None:
 
 
 @nox.session
-def tests(session: nox.Session) -> None:
-    """Run the test suite against real Orthanc servers started on loopback."""
+@nox.parametrize("pydicom", ["3", "2.4"])
+def tests(session: nox.Session, pydicom: str) -> None:
+    """Run the test suite against real Orthanc servers, with pydicom 3.x and 2.4."""
     ensure_orthanc(session)
     install_project(session, "test")
+    session.install(f"pydicom=={pydicom}.*")
     session.run("pytest", *session.posargs)
 
 

@@ -126,8 +126,20 @@ async def retrying(policy: RetryPolicy | None, attempt: Callable[[], Awaitable[T
     """
     if policy is None or policy.max_attempts == 1:
         return await attempt()
+    # The happy path skips tenacity, whose setup costs ~0.1 ms per call (measured
+    # on QIDO). A retriable first failure is replayed to tenacity as its attempt 1,
+    # so waits, counts and logs are exactly those of a tenacity-only loop.
+    failed: list[Exception] = []
+    try:
+        return await attempt()
+    except Exception as error:
+        if not policy.should_retry(error):
+            raise
+        failed.append(error)
 
     async def run() -> T:
+        if failed:
+            raise failed.pop()
         return await attempt()
 
     def wait(state: tenacity.RetryCallState) -> float:

@@ -125,7 +125,8 @@ class Transport:
             response = await self.http.send(request, stream=True)
         except httpx.HTTPError as error:
             raise translate_httpx_error(error, method, redact_url(url)) from error
-        logger.debug("%s %s -> %d", method, redact_url(url), response.status_code)
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("%s %s -> %d", method, redact_url(url), response.status_code)
         return response
 
     async def _raise_status(self, response: httpx.Response, method: str, url: str) -> None:
