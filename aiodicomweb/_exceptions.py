@@ -133,14 +133,17 @@ def excerpt(text: str, limit: int = _EXCERPT_LIMIT) -> str:
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
-def translate_httpx_error(error: Exception, method: str, url: str) -> DicomWebError:
-    """The one place where httpx exceptions become ours (`url` must be redacted).
+def translate_httpx_error(error: Exception, what: str) -> DicomWebError:
+    """The one place where httpx exceptions become ours.
 
     httpx is imported lazily so this module stays importable without it.
+
+    Args:
+        error: The httpx exception.
+        what: The request, e.g. "GET http://host/path", its URL already redacted.
     """
     import httpx
 
-    what = f"{method} {url}"
     detail = str(error) or type(error).__name__
     if isinstance(error, httpx.UnsupportedProtocol):
         return DicomWebUsageError(f"{what}: unsupported URL scheme ({detail})")

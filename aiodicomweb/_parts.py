@@ -215,7 +215,7 @@ class MultipartStream:
         except StopAsyncIteration:
             return None
         except httpx.HTTPError as error:
-            raise translate_httpx_error(error, "GET", self._description) from error
+            raise translate_httpx_error(error, self._description) from error
 
     def _finish(self) -> list[_Event]:
         if self._parser is None:

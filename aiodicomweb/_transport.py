@@ -60,7 +60,7 @@ class Transport:
                 try:
                     await response.aread()
                 except httpx.HTTPError as error:
-                    raise translate_httpx_error(error, method, redact_url(url)) from error
+                    raise translate_httpx_error(error, f"{method} {redact_url(url)}") from error
                 return response
 
         return await retrying(self.retry, attempt)
@@ -124,7 +124,7 @@ class Transport:
         try:
             response = await self.http.send(request, stream=True)
         except httpx.HTTPError as error:
-            raise translate_httpx_error(error, method, redact_url(url)) from error
+            raise translate_httpx_error(error, f"{method} {redact_url(url)}") from error
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("%s %s -> %d", method, redact_url(url), response.status_code)
         return response
