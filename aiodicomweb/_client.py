@@ -391,9 +391,7 @@ class AsyncDicomWebClient:
     ) -> AsyncIterator[MultipartStream]:
         url = self._wado + path
         headers = {"Accept": multipart_accept(DICOM, transfer_syntax), **_NO_GZIP}
-        async with self._transport.stream(
-            "GET", url, headers=headers, retry=retry, bulk=True
-        ) as response:
+        async with self._transport.stream("GET", url, headers=headers, retry=retry) as response:
             yield MultipartStream(response, description=f"GET {redact_url(url)}")
 
     # -- WADO-RS: buffered ---------------------------------------------------

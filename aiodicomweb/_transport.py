@@ -15,7 +15,6 @@ from typing import Any
 import httpcore
 import httpx
 
-from aiodicomweb._bulk import BULK
 from aiodicomweb._exceptions import DicomWebHTTPError, excerpt, translate_httpx_error
 from aiodicomweb._retry import RetryPolicy, parse_retry_after, retrying
 from aiodicomweb._urls import redact_url
@@ -74,19 +73,16 @@ class Transport:
         headers: Mapping[str, str] | None = None,
         ok: Collection[int] = (200,),
         retry: bool = True,
-        bulk: bool = False,
     ) -> AsyncIterator[httpx.Response]:
         """Open a streamed response; retries cover opening it, never its middle.
 
         Args:
             retry: False when the caller retries the whole unit itself (so the
                 attempts do not multiply).
-            bulk: A large body: may travel on the lean wire (see `_bulk`).
         """
 
         async def attempt() -> httpx.Response:
-            extensions = {BULK: True} if bulk else None
-            request = self.http.build_request(method, url, headers=headers, extensions=extensions)
+            request = self.http.build_request(method, url, headers=headers)
             response = await self._send(request, method, url)
             if response.status_code not in ok:
                 try:

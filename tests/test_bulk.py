@@ -7,12 +7,13 @@ Orthanc suites already run every WADO stream through it.
 from __future__ import annotations
 
 import socket
+import time
 
 import httpx
 import pytest
 
 from aiodicomweb import AsyncDicomWebClient, DicomWebTransportError, MultipartError
-from aiodicomweb._bulk import BULK, BulkTransport
+from aiodicomweb._bulk import BulkTransport
 from tests.support.orthanc import free_port
 from tests.support.rawserver import raw_server
 
@@ -116,7 +117,7 @@ async def test_a_bulk_request_to_a_closed_port_is_a_transport_error():
         await series_bodies(url)
 
 
-async def test_only_plain_http_bulk_gets_take_the_lean_wire():
+async def test_only_plain_http_gets_take_the_lean_wire():
     seen: list[str] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -125,16 +126,73 @@ async def test_only_plain_http_bulk_gets_take_the_lean_wire():
 
     transport = BulkTransport(httpx.MockTransport(handler))
     async with httpx.AsyncClient(transport=transport) as client:
-        await client.get("http://pacs.test/qido")  # not bulk: the inner transport
-        await client.get("https://pacs.test/wado", extensions={BULK: True})  # TLS: inner
-        await client.post("http://pacs.test/stow", extensions={BULK: True})  # not a GET: inner
-        with pytest.raises(httpx.ConnectError):  # bulk plain GET: the lean wire, no server
-            await client.get(f"http://127.0.0.1:{free_port()}/wado", extensions={BULK: True})
-    assert seen == ["GET http://pacs.test/qido", "GET https://pacs.test/wado",
-                    "POST http://pacs.test/stow"]  # fmt: skip
+        await client.get("https://pacs.test/wado")  # TLS: httpx's own transport
+        await client.post("http://pacs.test/stow")  # not a GET: httpx's own transport
+        await client.delete("http://pacs.test/studies/1")
+        with pytest.raises(httpx.ConnectError):  # plain GET: the lean wire, no server there
+            await client.get(f"http://127.0.0.1:{free_port()}/qido")
+    assert seen == ["GET https://pacs.test/wado", "POST http://pacs.test/stow",
+                    "DELETE http://pacs.test/studies/1"]  # fmt: skip
 
 
-async def test_request_head_carries_auth_and_asks_to_close():
+def keep_alive_server(connections: list[int], answers_per_connection: int | None = None):
+    """Answers every request on a connection with a small JSON body, keeping it open."""
+
+    def route(path: str):
+        def script(sock: socket.socket) -> None:
+            connections.append(1)
+            served = 0
+            body = b"[]"
+            while True:
+                sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/dicom+json\r\n"
+                             b"Content-Length: 2\r\n\r\n" + body)  # fmt: skip
+                served += 1
+                if answers_per_connection is not None and served >= answers_per_connection:
+                    return  # close: the client must notice before or on reuse
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    chunk = sock.recv(65536)
+                    if not chunk:
+                        return
+                    head += chunk
+
+        return script
+
+    return route
+
+
+async def test_connections_are_reused_for_gets_with_a_known_length():
+    connections: list[int] = []
+    with raw_server(keep_alive_server(connections)) as url:
+        async with AsyncDicomWebClient(url, retry=None) as client:
+            for _ in range(5):
+                assert await client.search_studies() == []
+    assert len(connections) == 1
+
+
+async def test_a_connection_the_server_closed_is_replaced_transparently():
+    connections: list[int] = []
+    with raw_server(keep_alive_server(connections, answers_per_connection=1)) as url:
+        async with AsyncDicomWebClient(url, retry=None) as client:
+            for _ in range(4):
+                assert await client.search_studies() == []
+    assert len(connections) == 4
+
+
+async def test_no_content_answers_end_without_waiting_for_a_close():
+    def route(path: str):
+        def script(sock: socket.socket) -> None:
+            sock.sendall(b"HTTP/1.1 204 No Content\r\n\r\n")
+            time.sleep(5)  # keeps the connection open: a client reading to EOF would hang
+
+        return script
+
+    with raw_server(route) as url:
+        async with AsyncDicomWebClient(url, retry=None, timeout=httpx.Timeout(2.0)) as client:
+            assert await client.search_studies() == []
+
+
+async def test_request_head_carries_auth():
     heads: list[bytes] = []
 
     def route(path: str):
@@ -149,5 +207,4 @@ async def test_request_head_carries_auth_and_asks_to_close():
             await client.retrieve_series(STUDY, SERIES)
     (head,) = heads
     assert b"\r\nAuthorization: Basic dXNlcjpwdw==\r\n" in head
-    assert b"\r\nConnection: close\r\n" in head
     assert head.startswith(f"GET /dicom-web/studies/{STUDY}/series/{SERIES} HTTP/1.1".encode())
