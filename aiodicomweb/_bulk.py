@@ -37,26 +37,49 @@ MAX_HEAD = 64 * 1024
 class BulkTransport(httpx.AsyncBaseTransport):
     """GETs to plain http origins on a lean keep-alive wire; everything else to `inner`."""
 
-    def __init__(self, inner: httpx.AsyncBaseTransport, max_idle: int = 16) -> None:
+    def __init__(self, inner: httpx.AsyncBaseTransport, max_connections: int = 8) -> None:
         self.inner = inner
-        self.max_idle = max_idle
+        self.max_connections = max_connections
         self._idle: dict[tuple[str, int], list[_Wire]] = {}
+        self._slots: anyio.Semaphore | None = None  # made in the event loop, on first use
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if request.method != "GET" or request.url.scheme != "http":
             return await self.inner.handle_async_request(request)
-        key = (request.url.host, request.url.port or 80)
         timeouts = request.extensions.get("timeout", {})
+        slots = await self._slot(timeouts.get("pool"))
+        try:
+            return await self._lean(request, timeouts, slots)
+        except BaseException:
+            slots.release()
+            raise
+
+    async def _slot(self, pool_timeout: float | None) -> anyio.Semaphore:
+        """Wait for one of `max_connections` connections, as httpx's pool would."""
+        if self._slots is None:
+            self._slots = anyio.Semaphore(self.max_connections)
+        try:
+            with anyio.fail_after(pool_timeout):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise httpx.PoolTimeout("no connection free within the pool timeout") from None
+        return self._slots
+
+    async def _lean(
+        self, request: httpx.Request, timeouts: dict[str, Any], slots: anyio.Semaphore
+    ) -> httpx.Response:
+        key = (request.url.host, request.url.port or 80)
         wire = self._checkout(key)
         if wire is not None:
             try:
-                return await self._exchange(wire, request, key)
+                return await self._exchange(wire, request, key, slots)
             except (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError):
                 pass  # the server closed an idle connection: once more, on a fresh one
-        return await self._exchange(await _Wire.connect(request, timeouts), request, key)
+        wire = await _Wire.connect(request, timeouts)
+        return await self._exchange(wire, request, key, slots)
 
     async def _exchange(
-        self, wire: _Wire, request: httpx.Request, key: tuple[str, int]
+        self, wire: _Wire, request: httpx.Request, key: tuple[str, int], slots: anyio.Semaphore
     ) -> httpx.Response:
         try:
             await wire.send_head(request)
@@ -64,7 +87,15 @@ class BulkTransport(httpx.AsyncBaseTransport):
         except BaseException:
             wire.close()
             raise
-        body = _Body(wire, status, headers, lambda: self._checkin(key, wire))
+
+        def done(reusable: bool) -> None:
+            if reusable:
+                self._checkin(key, wire)
+            else:
+                wire.close()
+            slots.release()
+
+        body = _Body(wire, status, headers, done)
         return httpx.Response(
             status, headers=headers, stream=body,
             extensions={"http_version": b"HTTP/1.1", "reason_phrase": reason},
@@ -81,7 +112,7 @@ class BulkTransport(httpx.AsyncBaseTransport):
 
     def _checkin(self, key: tuple[str, int], wire: _Wire) -> None:
         idle = self._idle.setdefault(key, [])
-        if len(idle) < self.max_idle and wire.healthy():
+        if len(idle) < self.max_connections and wire.healthy():
             idle.append(wire)
         else:
             wire.close()
@@ -234,11 +265,11 @@ class _Body(httpx.AsyncByteStream):
         wire: _Wire,
         status: int,
         headers: list[tuple[bytes, bytes]],
-        release: Callable[[], None],
+        done: Callable[[bool], None],
     ) -> None:
         self.wire = wire
-        self.release = release
-        self.released = False
+        self.done = done  # called once: True when the connection can serve again
+        self.finished = False
         values = {name.lower(): value for name, value in headers}
         # Reusable only when the body's end is known and nobody asked to close.
         self.keep_alive = b"close" not in values.get(b"connection", b"").lower()
@@ -259,9 +290,13 @@ class _Body(httpx.AsyncByteStream):
             source = self._until_close()
         async for chunk in source:
             yield chunk
-        if self.keep_alive and (self.chunked or self.length is not None) and not self.wire.buffer:
-            self.released = True
-            self.release()
+        framed = self.chunked or self.length is not None
+        self._finish(self.keep_alive and framed and not self.wire.buffer)
+
+    def _finish(self, reusable: bool) -> None:
+        if not self.finished:
+            self.finished = True
+            self.done(reusable)
 
     async def _raw(self) -> AsyncIterator[bytes]:
         if self.wire.buffer:
@@ -295,8 +330,7 @@ class _Body(httpx.AsyncByteStream):
         self.wire.buffer = reader.leftover
 
     async def aclose(self) -> None:
-        if not self.released:
-            self.wire.close()
+        self._finish(False)  # not read to the end: the connection's state is unknown
 
 
 class _ChunkedReader:

@@ -144,7 +144,7 @@ class AsyncDicomWebClient:
                 verify=verify, cert=cert, http2=http2, limits=limits, proxy=proxy
             )
             if not http2 and proxy is None:
-                transport = BulkTransport(transport)
+                transport = BulkTransport(transport, max_connections)
         http = httpx.AsyncClient(
             auth=make_auth(auth),
             headers=headers,

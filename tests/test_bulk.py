@@ -7,8 +7,10 @@ Orthanc suites already run every WADO stream through it.
 from __future__ import annotations
 
 import socket
+import threading
 import time
 
+import anyio
 import httpx
 import pytest
 
@@ -208,3 +210,38 @@ async def test_request_head_carries_auth():
     (head,) = heads
     assert b"\r\nAuthorization: Basic dXNlcjpwdw==\r\n" in head
     assert head.startswith(f"GET /dicom-web/studies/{STUDY}/series/{SERIES} HTTP/1.1".encode())
+
+
+async def test_max_connections_bounds_the_lean_wire_too():
+    active: list[int] = []
+    peak: list[int] = [0]
+    lock = threading.Lock()
+
+    def route(path: str):
+        def script(sock: socket.socket) -> None:
+            with lock:
+                active.append(1)
+                peak[0] = max(peak[0], len(active))
+            try:
+                while True:
+                    time.sleep(0.05)  # slow enough that requests overlap
+                    sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/dicom+json\r\n"
+                                 b"Content-Length: 2\r\n\r\n[]")  # fmt: skip
+                    head = b""
+                    while b"\r\n\r\n" not in head:
+                        chunk = sock.recv(65536)
+                        if not chunk:
+                            return
+                        head += chunk
+            finally:
+                with lock:
+                    active.pop()
+
+        return script
+
+    with raw_server(route) as url:
+        async with AsyncDicomWebClient(url, retry=None, max_connections=2) as client:
+            async with anyio.create_task_group() as group:
+                for _ in range(10):
+                    group.start_soon(client.search_studies)
+    assert peak[0] == 2
