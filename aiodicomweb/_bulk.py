@@ -71,6 +71,7 @@ class BulkTransport(httpx.AsyncBaseTransport):
         key = (request.url.host, request.url.port or 80)
         wire = self._checkout(key)
         if wire is not None:
+            wire.use_timeouts(timeouts)  # this request's, not those of the one that opened it
             try:
                 return await self._exchange(wire, request, key, slots)
             except (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError):
@@ -130,9 +131,12 @@ class _Wire:
 
     def __init__(self, sock: socket.socket, timeouts: dict[str, Any]) -> None:
         self.sock = sock
+        self.use_timeouts(timeouts)
+        self.buffer = b""  # bytes read past the response head
+
+    def use_timeouts(self, timeouts: dict[str, Any]) -> None:
         self.read_timeout = timeouts.get("read")
         self.write_timeout = timeouts.get("write")
-        self.buffer = b""  # bytes read past the response head
 
     @classmethod
     async def connect(cls, request: httpx.Request, timeouts: dict[str, Any]) -> _Wire:
