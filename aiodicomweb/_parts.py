@@ -189,11 +189,6 @@ class MultipartStream:
                 self._count += 1
                 return self._current
 
-    @property
-    def parts_seen(self) -> int:
-        """How many parts have started so far."""
-        return self._count
-
     async def next_event(self) -> _Event | None:
         """The next parser event, reading from the network when none is queued."""
         while not self._events:
