@@ -38,6 +38,10 @@ class BearerTokenAuth(httpx.Auth):
         shown = "'***'" if self._token else None
         return f"BearerTokenAuth(token={shown}, refresh={self._refresh is not None})"
 
+    def authorization(self) -> str | None:
+        """The `Authorization` value for the token held now; None before the first one."""
+        return None if self._token is None else f"Bearer {self._token}"
+
     async def _fresh_token(self, stale: str | None) -> str:
         assert self._refresh is not None
         async with self._lock:

@@ -9,13 +9,16 @@ plain `http://` origins go on this wire; every other method, and every https,
 proxied or HTTP/2 request, goes to httpx's own transport.
 
 httpx still does everything above the wire: auth flows, cookies, redirects,
-timeout configuration. This transport writes the request head, reads the
-response head, and streams the body with large reads, honouring Content-Length,
-chunked encoding, or a close-delimited body (Orthanc's series answers). A
-connection whose body ended cleanly goes back to a small idle pool; an idle
-connection the server has closed is detected before reuse, and a request that
-meets a connection closed in between is sent once more on a fresh one (GETs are
-idempotent).
+timeout configuration. The exception is the GETs for which all of that has
+nothing to do: `_direct` hands those to `get` itself, with the same head. This
+transport writes the request head, reads the response head, and streams the body
+with large reads, honouring Content-Length, chunked encoding, or a
+close-delimited body (Orthanc's series answers). A small body that arrives with
+its head, unencoded and framed by Content-Length, is handed over already read,
+and the connection is freed at once. A connection whose body ended cleanly goes
+back to a small idle pool; an idle connection the server has closed is detected
+before reuse, and a request that meets a connection closed in between is sent
+once more on a fresh one (GETs are idempotent).
 """
 
 from __future__ import annotations
@@ -46,10 +49,26 @@ class BulkTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if request.method != "GET" or request.url.scheme != "http":
             return await self.inner.handle_async_request(request)
-        timeouts = request.extensions.get("timeout", {})
+        url = request.url
+        origin = (url.host, url.port or 80)
+        return await self.get(origin, url.raw_path, request.headers.raw, request.extensions)
+
+    async def get(
+        self,
+        origin: tuple[str, int],
+        target: bytes,
+        headers: list[tuple[bytes, bytes]],
+        extensions: dict[str, Any],
+    ) -> httpx.Response:
+        """GET `target` from `origin` with exactly `headers` (Host included).
+
+        The entry point for requests that did not go through httpx's client (see
+        `DirectGets` in `_direct`); httpx exceptions, as from any transport.
+        """
+        timeouts = extensions.get("timeout", {})
         slots = await self._slot(timeouts.get("pool"))
         try:
-            return await self._lean(request, timeouts, slots)
+            return await self._lean(origin, target, headers, timeouts, slots)
         except BaseException:
             slots.release()
             raise
@@ -59,31 +78,39 @@ class BulkTransport(httpx.AsyncBaseTransport):
         if self._slots is None:
             self._slots = anyio.Semaphore(self.max_connections)
         try:
-            with anyio.fail_after(pool_timeout):
-                await self._slots.acquire()
-        except TimeoutError:
-            raise httpx.PoolTimeout("no connection free within the pool timeout") from None
+            self._slots.acquire_nowait()  # the common case: no cancel scope, no wait
+        except anyio.WouldBlock:
+            try:
+                with anyio.fail_after(pool_timeout):
+                    await self._slots.acquire()
+            except TimeoutError:
+                raise httpx.PoolTimeout("no connection free within the pool timeout") from None
         return self._slots
 
     async def _lean(
-        self, request: httpx.Request, timeouts: dict[str, Any], slots: anyio.Semaphore
+        self,
+        key: tuple[str, int],
+        target: bytes,
+        headers: list[tuple[bytes, bytes]],
+        timeouts: dict[str, Any],
+        slots: anyio.Semaphore,
     ) -> httpx.Response:
-        key = (request.url.host, request.url.port or 80)
+        head = _request_head(target, headers)
         wire = self._checkout(key)
         if wire is not None:
             wire.use_timeouts(timeouts)  # this request's, not those of the one that opened it
             try:
-                return await self._exchange(wire, request, key, slots)
+                return await self._exchange(wire, head, key, slots)
             except (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError):
                 pass  # the server closed an idle connection: once more, on a fresh one
-        wire = await _Wire.connect(request, timeouts)
-        return await self._exchange(wire, request, key, slots)
+        wire = await _Wire.connect(key, timeouts)
+        return await self._exchange(wire, head, key, slots)
 
     async def _exchange(
-        self, wire: _Wire, request: httpx.Request, key: tuple[str, int], slots: anyio.Semaphore
+        self, wire: _Wire, head: bytes, key: tuple[str, int], slots: anyio.Semaphore
     ) -> httpx.Response:
         try:
-            await wire.send_head(request)
+            await wire.send_head(head)
             status, reason, headers = await wire.read_head()
         except BaseException:
             wire.close()
@@ -97,10 +124,11 @@ class BulkTransport(httpx.AsyncBaseTransport):
             slots.release()
 
         body = _Body(wire, status, headers, done)
-        return httpx.Response(
-            status, headers=headers, stream=body,
-            extensions={"http_version": b"HTTP/1.1", "reason_phrase": reason},
-        )  # fmt: skip
+        extensions = {"http_version": b"HTTP/1.1", "reason_phrase": reason}
+        content = body.complete()
+        if content is not None:  # a small answer that came with its head: no stream
+            return httpx.Response(status, headers=headers, content=content, extensions=extensions)
+        return httpx.Response(status, headers=headers, stream=body, extensions=extensions)
 
     def _checkout(self, key: tuple[str, int]) -> _Wire | None:
         idle = self._idle.get(key, [])
@@ -113,8 +141,8 @@ class BulkTransport(httpx.AsyncBaseTransport):
 
     def _checkin(self, key: tuple[str, int], wire: _Wire) -> None:
         idle = self._idle.setdefault(key, [])
-        if len(idle) < self.max_connections and wire.healthy():
-            idle.append(wire)
+        if len(idle) < self.max_connections:
+            idle.append(wire)  # checked for a close from the server when it is taken again
         else:
             wire.close()
 
@@ -139,17 +167,14 @@ class _Wire:
         self.write_timeout = timeouts.get("write")
 
     @classmethod
-    async def connect(cls, request: httpx.Request, timeouts: dict[str, Any]) -> _Wire:
-        host, port = request.url.host, request.url.port or 80
+    async def connect(cls, origin: tuple[str, int], timeouts: dict[str, Any]) -> _Wire:
         try:
             with anyio.fail_after(timeouts.get("connect")):
-                sock = await _connect(host, port)
+                sock = await _connect(*origin)
         except TimeoutError as error:
-            raise httpx.ConnectTimeout(
-                str(error) or "connect timed out", request=request
-            ) from None
+            raise httpx.ConnectTimeout(str(error) or "connect timed out") from None
         except OSError as error:
-            raise httpx.ConnectError(str(error), request=request) from None
+            raise httpx.ConnectError(str(error)) from None
         return cls(sock, timeouts)
 
     def close(self) -> None:
@@ -167,32 +192,35 @@ class _Wire:
         except OSError:
             return False
 
-    async def send_head(self, request: httpx.Request) -> None:
-        lines = [b"%s %s HTTP/1.1" % (request.method.encode(), request.url.raw_path)]
-        for name, value in request.headers.raw:
-            if name.lower() not in (b"connection", b"keep-alive"):
-                lines.append(name + b": " + value)
-        lines.append(b"Connection: keep-alive")
-        data = memoryview(b"\r\n".join(lines) + b"\r\n\r\n")
-        data = data[self._send(data, request) :]  # a head fits the socket buffer: no wait
+    async def send_head(self, head: bytes) -> None:
+        data = memoryview(head)
+        data = data[self._send(data) :]  # a head fits the socket buffer: no wait
+        if not data:
+            return
         try:
             with anyio.fail_after(self.write_timeout):
                 while data:
                     await anyio.wait_writable(self.sock)
-                    data = data[self._send(data, request) :]
+                    data = data[self._send(data) :]
         except TimeoutError:
-            raise httpx.WriteTimeout("write timed out", request=request) from None
+            raise httpx.WriteTimeout("write timed out") from None
 
-    def _send(self, data: memoryview, request: httpx.Request) -> int:
+    def _send(self, data: memoryview) -> int:
         try:
             return self.sock.send(data)
         except BlockingIOError:
             return 0
         except OSError as error:
-            raise httpx.WriteError(str(error), request=request) from None
+            raise httpx.WriteError(str(error)) from None
 
     async def recv(self) -> bytes:
         """The next bytes from the socket (b"" at end of stream)."""
+        try:
+            return self.sock.recv(READ_SIZE)  # already there: no cancel scope, no wait
+        except BlockingIOError:
+            pass
+        except OSError as error:
+            raise httpx.ReadError(str(error) or type(error).__name__) from None
         try:
             with anyio.fail_after(self.read_timeout):
                 while True:
@@ -247,6 +275,15 @@ async def _connect(host: str, port: int) -> socket.socket:
     raise last
 
 
+def _request_head(target: bytes, headers: list[tuple[bytes, bytes]]) -> bytes:
+    lines = [b"GET " + target + b" HTTP/1.1"]
+    for name, value in headers:
+        if name.lower() not in (b"connection", b"keep-alive"):
+            lines.append(name + b": " + value)
+    lines.append(b"Connection: keep-alive\r\n\r\n")
+    return b"\r\n".join(lines)
+
+
 def _parse_head(head: bytes) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
     status_line, *lines = head.split(b"\r\n")
     parts = status_line.split(b" ", 2)
@@ -278,12 +315,29 @@ class _Body(httpx.AsyncByteStream):
         # Reusable only when the body's end is known and nobody asked to close.
         self.keep_alive = b"close" not in values.get(b"connection", b"").lower()
         self.chunked = b"chunked" in values.get(b"transfer-encoding", b"").lower()
+        self.encoded = values.get(b"content-encoding", b"identity").lower() not in (
+            b"identity",
+            b"",
+        )
         length = values.get(b"content-length")
         if length is not None and not length.isdigit():
             raise httpx.RemoteProtocolError(f"invalid Content-Length {length[:40]!r}")
         self.length = None if self.chunked or length is None else int(length)
         if status in (204, 304):
             self.length, self.chunked = 0, False  # no body, whatever the headers say
+
+    def complete(self) -> bytes | None:
+        """The whole body if it is already read, not encoded, and framed by its length.
+
+        The connection is then released at once. An encoded body stays a stream:
+        it is inflated in bounded pieces (`_parts`), never all at once.
+        """
+        if self.length is None or len(self.wire.buffer) < self.length or self.encoded:
+            return None
+        content = self.wire.buffer[: self.length]
+        self.wire.buffer = self.wire.buffer[self.length :]
+        self._finish(self.keep_alive and not self.wire.buffer)
+        return content
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         if self.chunked:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -17,6 +18,7 @@ import httpx
 from aiodicomweb import _download, _store
 from aiodicomweb._auth import make_auth
 from aiodicomweb._bulk import BulkTransport
+from aiodicomweb._direct import DirectGets
 from aiodicomweb._download import DownloadResult, ProgressCallback, Strategy
 from aiodicomweb._exceptions import (
     DicomWebHTTPError,
@@ -35,7 +37,7 @@ from aiodicomweb._parts import MultipartStream
 from aiodicomweb._retry import RetryPolicy
 from aiodicomweb._store import StoreProgressCallback, StoreSource
 from aiodicomweb._stow import StoreResult
-from aiodicomweb._transport import Transport, http_transport
+from aiodicomweb._transport import HttpClient, Transport, http_transport
 from aiodicomweb._urls import (
     Level,
     build_query,
@@ -55,6 +57,24 @@ DEFAULT_MAX_CONNECTIONS = 8
 DeleteStrategy = Literal["dicomweb", "orthanc"]
 JSON = dict[str, Any]
 _NO_GZIP = {"Accept-Encoding": "identity"}
+_GC_PAUSE_BYTES = 64 * 1024
+
+
+def _loads(data: bytes) -> Any:
+    """`json.loads`, with the cyclic garbage collector paused for large answers.
+
+    A 350 KB instance listing becomes about 30,000 objects, and the collections
+    their creation triggers cost a third of the decoding (measured 3.6 ms with
+    them, 2.4 ms without, same body); nothing being built can be garbage yet. A
+    collector the application turned off stays off.
+    """
+    if len(data) < _GC_PAUSE_BYTES or not gc.isenabled():
+        return json.loads(data)
+    gc.disable()
+    try:
+        return json.loads(data)
+    finally:
+        gc.enable()
 
 
 def _join(base: str, prefix: str | None) -> str:
@@ -145,8 +165,9 @@ class AsyncDicomWebClient:
             )
             if not http2 and proxy is None:
                 transport = BulkTransport(transport, max_connections)
-        http = httpx.AsyncClient(
-            auth=make_auth(auth),
+        auth = make_auth(auth)
+        http = HttpClient(
+            auth=auth,
             headers=headers,
             timeout=timeout,
             transport=transport,
@@ -154,7 +175,10 @@ class AsyncDicomWebClient:
             trust_env=trust_env,
             follow_redirects=True,
         )
-        self._transport = Transport(http, retry)
+        direct = None
+        if isinstance(transport, BulkTransport):
+            direct = DirectGets(http, transport, self.url, auth, trust_env)
+        self._transport = Transport(http, retry, direct)
 
     def __repr__(self) -> str:
         return f"<AsyncDicomWebClient {redact_url(self.url)!r}>"
@@ -884,7 +908,7 @@ class AsyncDicomWebClient:
     @staticmethod
     def _json(response: httpx.Response, url: str) -> Any:
         try:
-            return json.loads(response.content)
+            return _loads(response.content)
         except ValueError:
             raise UnexpectedResponseError(
                 f"{redact_url(url)}: answer is not JSON "

@@ -116,12 +116,20 @@ def _attribute(key: str | int) -> str:
     return ".".join(parts)
 
 
+_KNOWN_KEYWORDS: set[str] = set()  # bounded by pydicom's data dictionary
+
+
 def _is_keyword(name: str) -> bool:
+    if name in _KNOWN_KEYWORDS:
+        return True
     # Imported here, not at the top: pydicom takes 0.3-0.4 s to import, which the
     # downloads (they query by tag) would otherwise pay on their first search.
     from pydicom.datadict import tag_for_keyword
 
-    return tag_for_keyword(name) is not None
+    if tag_for_keyword(name) is None:
+        return False  # not remembered: a private dictionary may add it later
+    _KNOWN_KEYWORDS.add(name)
+    return True
 
 
 def _format_value(value: object) -> str:
