@@ -13,9 +13,9 @@ timeout configuration. The exception is the GETs for which all of that has
 nothing to do: `_direct` hands those to `get` itself, with the same head. This
 transport writes the request head, reads the response head, and streams the body
 with large reads, honouring Content-Length, chunked encoding, or a
-close-delimited body (Orthanc's series answers). A small body that arrives with
-its head, unencoded and framed by Content-Length, is handed over already read,
-and the connection is freed at once. A connection whose body ended cleanly goes
+close-delimited body (Orthanc's series answers). A small unencoded body framed
+by Content-Length (up to 1 MiB) is handed over already read, and the connection
+is freed at once. A connection whose body ended cleanly goes
 back to a small idle pool; an idle connection the server has closed is detected
 before reuse, and a request that meets a connection closed in between is sent
 once more on a fresh one (GETs are idempotent).
@@ -35,6 +35,8 @@ __all__ = ["BulkTransport"]
 
 READ_SIZE = 1 << 20
 MAX_HEAD = 64 * 1024
+_EARLY_CLOSE = "peer closed connection before the end of the body"
+SMALL_BODY = 1 << 20  # bodies up to this size are read whole before the response is returned
 
 
 class BulkTransport(httpx.AsyncBaseTransport):
@@ -125,8 +127,13 @@ class BulkTransport(httpx.AsyncBaseTransport):
 
         body = _Body(wire, status, headers, done)
         extensions = {"http_version": b"HTTP/1.1", "reason_phrase": reason}
-        content = body.complete()
-        if content is not None:  # a small answer that came with its head: no stream
+        try:
+            content = await body.read_small()
+        except BaseException:
+            body.finished = True  # the caller releases the slot; the connection is dropped
+            wire.close()
+            raise
+        if content is not None:  # a small answer, read whole: no stream to pass through
             return httpx.Response(status, headers=headers, content=content, extensions=extensions)
         return httpx.Response(status, headers=headers, stream=body, extensions=extensions)
 
@@ -326,14 +333,23 @@ class _Body(httpx.AsyncByteStream):
         if status in (204, 304):
             self.length, self.chunked = 0, False  # no body, whatever the headers say
 
-    def complete(self) -> bytes | None:
-        """The whole body if it is already read, not encoded, and framed by its length.
+    async def read_small(self) -> bytes | None:
+        """The whole body when it is small, not encoded, and framed by its length.
 
-        The connection is then released at once. An encoded body stays a stream:
-        it is inflated in bounded pieces (`_parts`), never all at once.
+        Such a body (a QIDO answer, metadata, a frame) is read here at once and
+        the connection released, which spares it the streaming machinery. Any
+        other body stays a stream; an encoded one is inflated in bounded pieces
+        (`_parts`), never all at once.
         """
-        if self.length is None or len(self.wire.buffer) < self.length or self.encoded:
+        if self.length is None or self.length > SMALL_BODY or self.encoded:
             return None
+        while len(self.wire.buffer) < self.length:
+            chunk = await self.wire.recv()
+            if not chunk:
+                raise httpx.RemoteProtocolError(
+                    "peer closed connection before the end of the body"
+                )
+            self.wire.buffer += chunk
         content = self.wire.buffer[: self.length]
         self.wire.buffer = self.wire.buffer[self.length :]
         self._finish(self.keep_alive and not self.wire.buffer)
@@ -379,7 +395,7 @@ class _Body(httpx.AsyncByteStream):
             remaining -= len(chunk)
             yield chunk
         if remaining:
-            raise httpx.RemoteProtocolError("peer closed connection before the end of the body")
+            raise httpx.RemoteProtocolError(_EARLY_CLOSE)
 
     async def _dechunked(self) -> AsyncIterator[bytes]:
         reader = _ChunkedReader(self._raw())

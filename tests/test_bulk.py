@@ -245,3 +245,20 @@ async def test_max_connections_bounds_the_lean_wire_too():
                 for _ in range(10):
                     group.start_soon(client.search_studies)
     assert peak[0] == 2
+
+
+async def test_small_bodies_cut_short_fail_and_give_their_connection_slot_back_once():
+    def route(path: str):
+        def script(sock: socket.socket) -> None:
+            sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/dicom+json\r\n"
+                         b"Content-Length: 100\r\n\r\n[{}, {}")  # fmt: skip
+
+        return script
+
+    with raw_server(route) as url:
+        async with AsyncDicomWebClient(url, retry=None, max_connections=2) as client:
+            for _ in range(5):
+                with pytest.raises(DicomWebTransportError, match="before the end of the body"):
+                    await client.search_studies()
+            wire = client._transport.direct.wire
+            assert wire._slots is not None and wire._slots.value == 2  # no leak, no double release
