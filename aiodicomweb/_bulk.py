@@ -14,7 +14,7 @@ nothing to do: `_direct` hands those to `get` itself, with the same head. This
 transport writes the request head, reads the response head, and streams the body
 with large reads, honouring Content-Length, chunked encoding, or a
 close-delimited body (Orthanc's series answers). A small unencoded body framed
-by Content-Length (up to 1 MiB) is handed over already read, and the connection
+by Content-Length (up to 64 KiB) is handed over already read, and the connection
 is freed at once. A connection whose body ended cleanly goes
 back to a small idle pool; an idle connection the server has closed is detected
 before reuse, and a request that meets a connection closed in between is sent
@@ -36,7 +36,10 @@ __all__ = ["BulkTransport"]
 READ_SIZE = 1 << 20
 MAX_HEAD = 64 * 1024
 _EARLY_CLOSE = "peer closed connection before the end of the body"
-SMALL_BODY = 1 << 20  # bodies up to this size are read whole before the response is returned
+# Bodies up to this size are read whole before the response is returned (QIDO
+# answers, small metadata). Not instances: at 1 MiB, per-instance downloads of
+# 525 KB instances peaked at 92 MB RSS instead of 42 MB (measured).
+SMALL_BODY = 64 * 1024
 
 
 class BulkTransport(httpx.AsyncBaseTransport):
