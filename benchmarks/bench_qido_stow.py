@@ -21,6 +21,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import anyio
 import httpx
@@ -119,12 +120,16 @@ def qido(base: str, large: SeriesSpec, small: SeriesSpec, rounds: int, runs: int
               f"/studies/{{study}}/series/{{series}}/instances ({small.instances})",
               f"/studies/{{study}}/series/{{series}}/instances ({large.instances})"]  # fmt: skip
     measured = anyio.run(qido_rounds, base, cases, rounds, runs)
-    rows = []
-    for label, (curl, raw, mine, to_raw, to_curl, decode) in zip(labels, measured, strict=True):
-        rows.append([f"`{label}`", f"{curl:.2f}", f"{raw:.2f}", f"{mine:.2f}",
-                     f"{to_raw:+.2f}", f"{to_curl:+.2f}", f"{decode:.2f}"])  # fmt: skip
+    replayed = replay(base, cases, rounds, runs)
     header = ["query", "curl ms", "httpx ms", "aiodicomweb ms", "aiodicomweb - httpx",
               "aiodicomweb - curl", "of which JSON decoding ms"]  # fmt: skip
+    tables = []
+    for results in (measured, replayed):
+        rows = []
+        for label, (curl, raw, mine, to_raw, to_curl, decode) in zip(labels, results, strict=True):
+            rows.append([f"`{label}`", f"{curl:.2f}", f"{raw:.2f}", f"{mine:.2f}",
+                         f"{to_raw:+.2f}", f"{to_curl:+.2f}", f"{decode:.2f}"])  # fmt: skip
+        tables.append(table(rows, header))
     title = f"### QIDO-RS, warm connections, {rounds} rounds of {runs} calls each"
     note = (
         "Medians of all calls; the differences are medians of the per-round differences "
@@ -132,7 +137,37 @@ def qido(base: str, large: SeriesSpec, small: SeriesSpec, rounds: int, runs: int
         "to /dev/null; the last column is what aiodicomweb spends decoding it into Python "
         "objects (same body, same run)."
     )
-    return f"{title}\n\n{table(rows, header)}\n\n{note}\n"
+    replay_note = (
+        "The same answers, recorded from Orthanc and served at once by "
+        "`benchmarks/_replay_server.py` (keep-alive, Content-Length): what each client "
+        "adds to a query, without Orthanc's own variance."
+    )
+    return (
+        f"{title}\n\nAgainst Orthanc:\n\n{tables[0]}\n\n{note}\n\n{replay_note}\n\n{tables[1]}\n"
+    )
+
+
+def replay(base: str, cases: list[tuple[str, str, dict]], rounds: int, runs: int) -> list:
+    """The QIDO rounds again, against Orthanc's recorded answers served at once."""
+    answers = {}
+    with httpx.Client() as http:
+        for path, _, _ in cases:
+            url = f"{base}/{path}"
+            answer = http.get(url, headers={"Accept": "application/dicom+json"})
+            answers[httpx.URL(url).raw_path.decode()] = answer.content.hex()
+    recorded = SCRATCH / "qido-answers.json"
+    recorded.write_text(json.dumps(answers))
+    server = Path(__file__).with_name("_replay_server.py")
+    child = subprocess.Popen([sys.executable, str(server), str(recorded)],
+                             stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        port = int(child.stdout.readline()) if child.stdout else 0
+        replay_base = f"http://127.0.0.1:{port}{urlsplit(base).path}"
+        return anyio.run(qido_rounds, replay_base, cases, rounds, runs)
+    finally:
+        child.kill()
+        child.wait()
+        recorded.unlink()
 
 
 def write_folder(specs: list[SeriesSpec], folder: Path) -> tuple[list[Path], float]:
