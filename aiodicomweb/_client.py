@@ -57,7 +57,7 @@ DEFAULT_MAX_CONNECTIONS = 8
 DeleteStrategy = Literal["dicomweb", "orthanc"]
 JSON = dict[str, Any]
 _NO_GZIP = {"Accept-Encoding": "identity"}
-_GC_PAUSE_BYTES = 64 * 1024
+_GC_PAUSE_BYTES = 16 * 1024  # a 20-instance listing (35 KB) is 3,000 objects
 
 
 def _loads(data: bytes) -> Any:
@@ -65,8 +65,9 @@ def _loads(data: bytes) -> Any:
 
     A 350 KB instance listing becomes about 30,000 objects, and the collections
     their creation triggers cost a third of the decoding (measured 3.6 ms with
-    them, 2.4 ms without, same body); nothing being built can be garbage yet. A
-    collector the application turned off stays off.
+    them, 2.4 ms without, same body; 0.58 against 0.52 ms for 25 KB); nothing
+    being built can be garbage yet. A collector the application turned off
+    stays off.
     """
     if len(data) < _GC_PAUSE_BYTES or not gc.isenabled():
         return json.loads(data)

@@ -90,12 +90,17 @@ class Transport:
         """
 
         async def attempt() -> httpx.Response:
-            async with self._open(method, url, headers, content, ok) as response:
-                try:
-                    await response.aread()
-                except httpx.HTTPError as error:
-                    raise translate_httpx_error(error, f"{method} {redact_url(url)}") from error
-                return response
+            body = content() if content is not None else None
+            response = await self._send(method, url, headers, body)
+            try:
+                if response.status_code not in ok:
+                    await self._raise_status(response, method, url)
+                await response.aread()
+            except httpx.HTTPError as error:
+                raise translate_httpx_error(error, f"{method} {redact_url(url)}") from error
+            finally:
+                await response.aclose()
+            return response
 
         return await retrying(self.retry, attempt)
 
@@ -127,24 +132,6 @@ class Transport:
 
         response = await retrying(self.retry if retry else None, attempt)
         try:
-            yield response
-        finally:
-            await response.aclose()
-
-    @asynccontextmanager
-    async def _open(
-        self,
-        method: str,
-        url: str,
-        headers: Mapping[str, str] | None,
-        content: ContentFactory | None,
-        ok: Collection[int],
-    ) -> AsyncIterator[httpx.Response]:
-        body = content() if content is not None else None
-        response = await self._send(method, url, headers, body)
-        try:
-            if response.status_code not in ok:
-                await self._raise_status(response, method, url)
             yield response
         finally:
             await response.aclose()

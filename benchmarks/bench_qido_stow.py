@@ -49,8 +49,9 @@ async def timed(call: Callable[[], Awaitable[object]], runs: int) -> list[float]
     times = []
     for _ in range(runs + 1):
         started = time.perf_counter()
-        await call()
+        answer = await call()
         times.append((time.perf_counter() - started) * 1000)
+        del answer  # freed outside the timing (30,000 objects for 200 instances)
     return times[1:]
 
 
@@ -155,6 +156,7 @@ def replay(base: str, cases: list[tuple[str, str, dict]], rounds: int, runs: int
             url = f"{base}/{path}"
             answer = http.get(url, headers={"Accept": "application/dicom+json"})
             answers[httpx.URL(url).raw_path.decode()] = answer.content.hex()
+    SCRATCH.mkdir(exist_ok=True)
     recorded = SCRATCH / "qido-answers.json"
     recorded.write_text(json.dumps(answers))
     server = Path(__file__).with_name("_replay_server.py")
