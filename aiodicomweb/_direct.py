@@ -97,7 +97,7 @@ class DirectGets:
 
     def headers(self, extra: Mapping[str, str] | None) -> list[tuple[bytes, bytes]] | None:
         """The request headers httpx would send, or None if httpx must build them."""
-        lines = [(b"Host", self.host_header)]
+        lines = []
         replaced = {name.lower() for name in extra} if extra else set()
         if self.auth is not None:
             replaced.add("authorization")
@@ -109,6 +109,8 @@ class DirectGets:
                 lines.append((name.encode("ascii"), value.encode("ascii")))
         except UnicodeEncodeError:
             return None
+        if not any(name.lower() == b"host" for name, _ in lines):
+            lines.insert(0, (b"Host", self.host_header))  # as httpx: unless one was given
         if self.basic is not None:
             lines.append((b"Authorization", self.basic))
         elif isinstance(self.auth, BearerTokenAuth):

@@ -146,6 +146,7 @@ CONFIGS = [
     pytest.param({"auth": ("user", "pw")}, id="basic"),
     pytest.param({"auth": BearerTokenAuth("tok")}, id="bearer"),
     pytest.param({"headers": {"X-Site": "north", "Accept": "text/plain"}}, id="headers"),
+    pytest.param({"headers": {"Host": "pacs.example.org"}}, id="virtual-host"),
 ]
 
 
