@@ -24,6 +24,7 @@ once more on a fresh one (GETs are idempotent).
 from __future__ import annotations
 
 import errno
+import re
 import socket
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -36,6 +37,7 @@ __all__ = ["BulkTransport"]
 READ_SIZE = 1 << 20
 MAX_HEAD = 64 * 1024
 _EARLY_CLOSE = "peer closed connection before the end of the body"
+_FORBIDDEN = re.compile(rb"[\r\n\0]")
 # Bodies up to this size are read whole before the response is returned (QIDO
 # answers, small metadata). Not instances: at 1 MiB, per-instance downloads of
 # 525 KB instances peaked at 92 MB RSS instead of 42 MB (measured).
@@ -286,8 +288,11 @@ async def _connect(host: str, port: int) -> socket.socket:
 
 
 def _request_head(target: bytes, headers: list[tuple[bytes, bytes]]) -> bytes:
+    """The request head; a line break or NUL in a header would forge another one."""
     lines = [b"GET " + target + b" HTTP/1.1"]
     for name, value in headers:
+        if _FORBIDDEN.search(name) or _FORBIDDEN.search(value) or b":" in name or not name:
+            raise httpx.LocalProtocolError(f"invalid header {name[:40]!r}")
         if name.lower() not in (b"connection", b"keep-alive"):
             lines.append(name + b": " + value)
     lines.append(b"Connection: keep-alive\r\n\r\n")

@@ -30,6 +30,7 @@ from aiodicomweb._media import (
     DICOM_JSON,
     OCTET_STREAM,
     QIDO_ACCEPT,
+    checked_media_type,
     media_type,
     multipart_accept,
 )
@@ -640,7 +641,8 @@ class AsyncDicomWebClient:
             params.append(("quality", str(int(quality))))
         url = f"{self._wado}{path}/{kind}"
         url += "?" + "&".join(f"{k}={v}" for k, v in params) if params else ""
-        response = await self._transport.request("GET", url, headers={"Accept": accept})
+        headers = {"Accept": checked_media_type(accept)}
+        response = await self._transport.request("GET", url, headers=headers)
         got = media_type(response.headers.get("content-type"))
         if got != accept.lower():
             raise UnexpectedResponseError(

@@ -14,7 +14,12 @@ import anyio
 import httpx
 import pytest
 
-from aiodicomweb import AsyncDicomWebClient, DicomWebTransportError, MultipartError
+from aiodicomweb import (
+    AsyncDicomWebClient,
+    DicomWebTransportError,
+    DicomWebUsageError,
+    MultipartError,
+)
 from aiodicomweb._bulk import BulkTransport
 from tests.support.orthanc import free_port
 from tests.support.rawserver import raw_server
@@ -262,3 +267,42 @@ async def test_small_bodies_cut_short_fail_and_give_their_connection_slot_back_o
                     await client.search_studies()
             wire = client._transport.direct.wire
             assert wire._slots is not None and wire._slots.value == 2  # no leak, no double release
+
+
+SOP = "1.2.3.4.5"
+INJECTIONS = [
+    pytest.param(lambda c: c.retrieve_series(STUDY, SERIES, transfer_syntax="1.2\r\nX-Evil: 1"),
+                 id="transfer-syntax"),
+    pytest.param(lambda c: c.retrieve_frames(STUDY, SERIES, SOP, [1],
+                                             media_type="image/jpeg\r\nX-Evil: 1"),
+                 id="frame-type"),
+    pytest.param(lambda c: c.retrieve_rendered(STUDY, SERIES, SOP,
+                                               media_type="image/png\nX-Evil: 1"),
+                 id="rendered-type"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("call", INJECTIONS)
+async def test_line_breaks_in_accept_values_are_usage_errors_before_any_request(call):
+    heads: list[bytes] = []
+    with raw_server(answer("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n", b""), heads=heads) as url:
+        async with AsyncDicomWebClient(url, retry=None) as client:
+            with pytest.raises(DicomWebUsageError):
+                await call(client)
+    assert heads == []
+
+
+@pytest.mark.parametrize("direct", [True, False], ids=["direct", "through-httpx"])
+async def test_a_header_value_with_a_line_break_never_reaches_the_wire(direct):
+    heads: list[bytes] = []
+    json_answer = (
+        "HTTP/1.1 200 OK\r\nContent-Type: application/dicom+json\r\nContent-Length: 2\r\n"
+    )
+    with raw_server(answer(json_answer, b"[]"), heads=heads) as url:
+        headers = {"X-Site": "north\r\nX-Evil: 1"}
+        async with AsyncDicomWebClient(url, retry=None, headers=headers) as client:
+            if not direct:
+                client._transport.direct = None
+            with pytest.raises(DicomWebUsageError, match="not a valid HTTP request"):
+                await client.search_studies()
+    assert not any(b"X-Evil" in head for head in heads)
