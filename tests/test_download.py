@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -125,6 +127,59 @@ async def test_missing_parent_and_file_parent_are_refused(client, tmp_path):
     with pytest.raises(NotADirectoryError):
         await client.download_series(ALPHA.study_uid, ALPHA.series_uid, tmp_path / "file" / "b")
     assert sorted(os.listdir(tmp_path)) == ["file"]
+
+
+def _download_as_nobody(url: str, dest: Path) -> str:
+    """Run `download_series` in a forked child that dropped root for `nobody`; its outcome.
+
+    Root may write anywhere, so "parent not writable" can only be shown without it.
+    The child shares the loaded interpreter (the venv's Python may not be readable
+    by `nobody`) and reports through its exit status only.
+    """
+    outcomes = {0: "PermissionError", 3: "other error", 4: "no error"}
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 4
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+
+            async def download() -> None:
+                async with AsyncDicomWebClient(url) as client:
+                    await client.download_series(ALPHA.study_uid, ALPHA.series_uid, dest)
+
+            anyio.run(download)
+        except PermissionError:
+            code = 0
+        except BaseException:
+            code = 3
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return outcomes.get(os.waitstatus_to_exitcode(status), f"status {status}")
+
+
+def test_unwritable_parent_is_a_permission_error_leaving_nothing(orthanc, corpus):
+    top = Path(tempfile.mkdtemp(prefix="aiodicomweb-"))  # not tmp_path: root-only on root
+    top.chmod(0o755)  # `nobody` must reach the locked folder
+    locked = top / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    dest = locked / "series"
+    try:
+        if os.geteuid() == 0:
+            assert _download_as_nobody(orthanc.dicomweb_url, dest) == "PermissionError"
+        else:
+
+            async def download() -> None:
+                async with AsyncDicomWebClient(orthanc.dicomweb_url) as client:
+                    await client.download_series(ALPHA.study_uid, ALPHA.series_uid, dest)
+
+            with pytest.raises(PermissionError):
+                anyio.run(download)
+        assert os.listdir(locked) == []
+    finally:
+        locked.chmod(0o755)
+        shutil.rmtree(top)
 
 
 async def test_invalid_uid_writes_nothing(client, tmp_path):
