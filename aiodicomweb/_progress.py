@@ -92,26 +92,8 @@ class Snapshot:
         return self.elapsed * (1 - fraction) / fraction
 
 
-def describe(snapshot: Snapshot) -> str:
-    """Counts, size, rate and ETA in words, e.g. ``"12/300 instances, 1.6/39.4 MB, ..."``."""
-    count = str(snapshot.instances)
-    if snapshot.total_instances is not None:
-        count += f"/{snapshot.total_instances}"
-    size = format_size(snapshot.bytes)
-    if snapshot.total_bytes is not None:
-        size = f"{snapshot.bytes / MB:.1f}/{format_size(snapshot.total_bytes)}"
-    parts = [f"{count} instances", size, throughput(snapshot.bytes, snapshot.elapsed)]
-    eta = snapshot.eta
-    if eta is not None and snapshot.fraction != 1.0:
-        parts.append(f"ETA {format_duration(eta)}")
-    return ", ".join(parts)
-
-
-def status_line(label: str, snapshot: Snapshot, width: int) -> str:
-    """The terminal status, compact, fitted to `width` (the bar goes first when short).
-
-    E.g. ``"download [#########.........]  45%  135/300  17.8/39.5 MB  21.3 MB/s  ETA 0:02"``.
-    """
+def _fields(snapshot: Snapshot) -> list[str]:
+    """Count (of total), size (of total), rate, and the ETA while unfinished."""
     count = str(snapshot.instances)
     if snapshot.total_instances is not None:
         count += f"/{snapshot.total_instances}"
@@ -122,6 +104,21 @@ def status_line(label: str, snapshot: Snapshot, width: int) -> str:
     eta = snapshot.eta
     if eta is not None and snapshot.fraction != 1.0:
         fields.append(f"ETA {format_duration(eta)}")
+    return fields
+
+
+def describe(snapshot: Snapshot) -> str:
+    """Counts, size, rate and ETA in words, e.g. ``"12/300 instances, 1.6/39.4 MB, ..."``."""
+    count, size, rate, *eta = _fields(snapshot)
+    return ", ".join([f"{count} instances", size, rate, *eta])
+
+
+def status_line(label: str, snapshot: Snapshot, width: int) -> str:
+    """The terminal status, compact, fitted to `width` (the bar goes first when short).
+
+    E.g. ``"download [#########.........]  45%  135/300  17.8/39.5 MB  21.3 MB/s  ETA 0:02"``.
+    """
+    fields = _fields(snapshot)
     fraction = snapshot.fraction
     if fraction is not None:
         fields.insert(0, f"{fraction * 100:.0f}%")
