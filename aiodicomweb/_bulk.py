@@ -116,12 +116,6 @@ class BulkTransport(httpx.AsyncBaseTransport):
     async def _exchange(
         self, wire: _Wire, head: bytes, key: tuple[str, int], slots: anyio.Semaphore
     ) -> httpx.Response:
-        try:
-            await wire.send_head(head)
-            status, reason, headers = await wire.read_head()
-        except BaseException:
-            wire.close()
-            raise
 
         def done(reusable: bool) -> None:
             if reusable:
@@ -130,14 +124,15 @@ class BulkTransport(httpx.AsyncBaseTransport):
                 wire.close()
             slots.release()
 
-        body = _Body(wire, status, headers, done)
-        extensions = {"http_version": b"HTTP/1.1", "reason_phrase": reason}
         try:
+            await wire.send_head(head)
+            status, reason, headers = await wire.read_head()
+            body = _Body(wire, status, headers, done)
             content = await body.read_small()
         except BaseException:
-            body.finished = True  # the caller releases the slot; the connection is dropped
-            wire.close()
+            wire.close()  # the caller releases the slot
             raise
+        extensions = {"http_version": b"HTTP/1.1", "reason_phrase": reason}
         if content is not None:  # a small answer, read whole: no stream to pass through
             return httpx.Response(status, headers=headers, content=content, extensions=extensions)
         return httpx.Response(status, headers=headers, stream=body, extensions=extensions)
@@ -284,6 +279,9 @@ async def _connect(host: str, port: int) -> socket.socket:
         except OSError as error:
             sock.close()
             last = error
+        except BaseException:  # timed out or cancelled while connecting
+            sock.close()
+            raise
     raise last
 
 

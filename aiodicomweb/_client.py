@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from http.cookiejar import CookieJar
 from typing import Any, Literal
-from urllib.parse import unquote, urljoin, urlsplit
+from urllib.parse import quote, unquote, urljoin, urlsplit
 
 import anyio
 import httpx
@@ -556,7 +556,7 @@ class AsyncDicomWebClient:
                 raise DicomWebUsageError(f"invalid byte range: {byte_range!r}")
             headers["Range"] = f"bytes={first}-{'' if last is None else last}"
         return await self._retrieve_parts(
-            url, multipart_accept(media_type, None), headers, single=(media_type,)
+            url, multipart_accept(media_type, None), headers, single=(media_type.lower(),)
         )
 
     async def _retrieve_parts(
@@ -633,7 +633,7 @@ class AsyncDicomWebClient:
                 raise DicomWebUsageError("frame needs an instance and a number from 1")
             path += f"/frames/{int(frame)}"
         params = [
-            (name, ",".join(str(v) for v in value))
+            (name, ",".join(quote(str(v), safe="") for v in value))
             for name, value in (("viewport", viewport), ("window", window))
             if value is not None
         ]

@@ -147,7 +147,7 @@ def translate_httpx_error(error: Exception, what: str) -> DicomWebError:
     detail = str(error) or type(error).__name__
     if isinstance(error, httpx.UnsupportedProtocol):
         return DicomWebUsageError(f"{what}: unsupported URL scheme ({detail})")
-    if isinstance(error, httpx.LocalProtocolError):
+    if isinstance(error, (httpx.LocalProtocolError, httpx.InvalidURL)):
         return DicomWebUsageError(f"{what}: not a valid HTTP request ({detail})")
     if isinstance(error, httpx.TimeoutException):
         return DicomWebTimeoutError(f"{what}: timed out ({type(error).__name__}: {detail})")

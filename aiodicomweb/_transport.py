@@ -146,7 +146,7 @@ class Transport:
             if response is None:
                 request = self.http.build_request(method, url, headers=headers, content=body)
                 response = await self.http.send(request, stream=True)
-        except httpx.HTTPError as error:
+        except (httpx.HTTPError, httpx.InvalidURL) as error:
             raise translate_httpx_error(error, f"{method} {redact_url(url)}") from error
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("%s %s -> %d", method, redact_url(url), response.status_code)

@@ -6,9 +6,11 @@ Orthanc suites already run every WADO stream through it.
 
 from __future__ import annotations
 
+import gc
 import socket
 import threading
 import time
+import warnings
 
 import anyio
 import httpx
@@ -306,3 +308,15 @@ async def test_a_header_value_with_a_line_break_never_reaches_the_wire(direct):
             with pytest.raises(DicomWebUsageError, match="not a valid HTTP request"):
                 await client.search_studies()
     assert not any(b"X-Evil" in head for head in heads)
+
+
+async def test_an_invalid_content_length_fails_and_closes_the_connection():
+    head = "HTTP/1.1 200 OK\r\nContent-Type: application/dicom+json\r\nContent-Length: 2x\r\n"
+    with raw_server(answer(head, b"[]")) as url:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            async with AsyncDicomWebClient(url, retry=None) as client:
+                with pytest.raises(DicomWebTransportError, match="invalid Content-Length"):
+                    await client.search_studies()
+            gc.collect()
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]

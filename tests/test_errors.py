@@ -342,6 +342,7 @@ CALLER_ERRORS = [
     pytest.param(
         lambda c, t: c.retrieve_bulkdata("bulk/1", byte_range=(10, 5)), id="bulkdata-bad-range"
     ),
+    pytest.param(lambda c, t: c.retrieve_bulkdata("bulk/a\x7fb"), id="bulkdata-invalid-url"),
     pytest.param(
         lambda c, t: c.download_series(STUDY, SERIES, t / "d", strategy="bogus"),
         id="unknown-strategy",

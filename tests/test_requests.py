@@ -69,6 +69,24 @@ async def test_bulkdata_byte_range_and_relative_uri(byte_range, header):
     assert recorder.last.headers["Range"] == header
 
 
+async def test_bulkdata_media_type_is_matched_whatever_its_case():
+    recorder = Recorder()
+    plain = {"Content-Type": "application/octet-stream"}
+    recorder.response = httpx.Response(200, headers=plain, content=b"bulk")
+    async with client_for(recorder) as client:
+        parts = await client.retrieve_bulkdata("bulk/1", media_type="Application/Octet-Stream")
+    assert parts == [b"bulk"]
+
+
+async def test_rendered_parameters_are_escaped_values_not_extra_parameters():
+    recorder = Recorder()
+    recorder.response = httpx.Response(200, headers={"Content-Type": "image/jpeg"}, content=b"j")
+    async with client_for(recorder) as client:
+        await client.retrieve_rendered(STUDY, SERIES, SOP, window=(40, 400, "LINEAR&quality=5"))
+    assert recorder.last.url.params.get_list("window") == ["40,400,LINEAR&quality=5"]
+    assert "quality" not in recorder.last.url.params
+
+
 async def test_frames_ask_for_octet_streams_in_one_request():
     recorder = Recorder()
     async with client_for(recorder) as client:
