@@ -352,9 +352,7 @@ class _Body(httpx.AsyncByteStream):
         while len(self.wire.buffer) < self.length:
             chunk = await self.wire.recv()
             if not chunk:
-                raise httpx.RemoteProtocolError(
-                    "peer closed connection before the end of the body"
-                )
+                raise httpx.RemoteProtocolError(_EARLY_CLOSE)
             self.wire.buffer += chunk
         content = self.wire.buffer[: self.length]
         self.wire.buffer = self.wire.buffer[self.length :]
@@ -367,7 +365,7 @@ class _Body(httpx.AsyncByteStream):
         elif self.length is not None:
             source = self._counted(self.length)
         else:
-            source = self._until_close()
+            source = self._raw()  # until the server closes
         async for chunk in source:
             yield chunk
         framed = self.chunked or self.length is not None
@@ -385,17 +383,12 @@ class _Body(httpx.AsyncByteStream):
         while chunk := await self.wire.recv():
             yield chunk
 
-    async def _until_close(self) -> AsyncIterator[bytes]:
-        async for chunk in self._raw():
-            yield chunk
-
     async def _counted(self, remaining: int) -> AsyncIterator[bytes]:
         if not remaining:
             return
         async for chunk in self._raw():
             if len(chunk) >= remaining:
-                if remaining:
-                    yield chunk[:remaining]
+                yield chunk[:remaining]
                 self.wire.buffer = chunk[remaining:]  # bytes past the body: not reusable
                 return
             remaining -= len(chunk)

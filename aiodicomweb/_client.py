@@ -27,9 +27,8 @@ from aiodicomweb._exceptions import (
 )
 from aiodicomweb._media import (
     DICOM,
-    DICOM_JSON,
+    JSON_ACCEPT,
     OCTET_STREAM,
-    QIDO_ACCEPT,
     checked_media_type,
     media_type,
     multipart_accept,
@@ -157,7 +156,6 @@ class AsyncDicomWebClient:
         self._orthanc = (orthanc_url or self.url.rsplit("/", 1)[0]).rstrip("/")
         self.delete_strategy: DeleteStrategy = delete_strategy
         self.chunk_size = chunk_size
-        self.retry = retry
         limits = httpx.Limits(
             max_connections=max_connections, max_keepalive_connections=max_connections
         )
@@ -188,13 +186,11 @@ class AsyncDicomWebClient:
     @property
     def retry(self) -> RetryPolicy | None:
         """The retry policy; assign a new `RetryPolicy` (or None) to change it."""
-        return self._retry
+        return self._transport.retry
 
     @retry.setter
     def retry(self, policy: RetryPolicy | None) -> None:
-        self._retry = policy
-        if hasattr(self, "_transport"):
-            self._transport.retry = policy
+        self._transport.retry = policy
 
     async def __aenter__(self) -> AsyncDicomWebClient:
         return self
@@ -250,7 +246,7 @@ class AsyncDicomWebClient:
         url = self._qido + qido_path(level, study_uid, series_uid)
         url = f"{url}?{query}" if query else url
         response = await self._transport.request(
-            "GET", url, headers={"Accept": QIDO_ACCEPT}, ok=(200, 204)
+            "GET", url, headers={"Accept": JSON_ACCEPT}, ok=(200, 204)
         )
         return self._json_list(response, url, allow_empty=True)
 
@@ -491,9 +487,7 @@ class AsyncDicomWebClient:
 
     async def _metadata(self, path: str) -> list[JSON]:
         url = f"{self._wado}{path}/metadata"
-        response = await self._transport.request(
-            "GET", url, headers={"Accept": f"{DICOM_JSON}, application/json;q=0.9"}
-        )
+        response = await self._transport.request("GET", url, headers={"Accept": JSON_ACCEPT})
         return self._json_list(response, url, allow_empty=False)
 
     async def retrieve_frames(

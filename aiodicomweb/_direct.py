@@ -66,7 +66,7 @@ class DirectGets:
         self.http = http
         self.wire = wire
         url = httpx.URL(base_url)
-        authority = base_url.split("/", 3)[2] if base_url.count("/") >= 2 else ""
+        authority = base_url.split("/", 3)[2]  # the client checked scheme and host
         self.prefix = f"http://{authority}"
         self.origin = (url.host, url.port or 80)
         self.host_header = url.netloc

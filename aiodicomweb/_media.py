@@ -7,7 +7,6 @@ import re
 from aiodicomweb._exceptions import DicomWebUsageError
 
 __all__ = [
-    "ANY_TRANSFER_SYNTAX",
     "DICOM",
     "DICOM_JSON",
     "DICOM_XML",
@@ -22,9 +21,7 @@ DICOM_JSON = "application/dicom+json"
 DICOM_XML = "application/dicom+xml"
 OCTET_STREAM = "application/octet-stream"
 MULTIPART_RELATED = "multipart/related"
-# "*" asks for the bytes as stored: no transcoding on the server.
-ANY_TRANSFER_SYNTAX = "*"
-QIDO_ACCEPT = f"{DICOM_JSON}, application/json;q=0.9"
+JSON_ACCEPT = f"{DICOM_JSON}, application/json;q=0.9"
 STOW_ACCEPT = f"{DICOM_JSON}, application/json;q=0.9, {DICOM_XML};q=0.5"
 
 

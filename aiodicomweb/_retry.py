@@ -80,7 +80,7 @@ class RetryPolicy:
         return cls(
             max_attempts=max_attempts,
             backoff_multiplier=wait_exponential_multiplier / 1000,
-            retry_statuses=frozenset(int(code) for code in retriable_error_codes),
+            retry_statuses=frozenset(retriable_error_codes),  # made ints by __post_init__
         )
 
     def should_retry(self, error: BaseException) -> bool:

@@ -15,6 +15,7 @@ from typing import Any
 import httpcore
 import httpx
 
+from aiodicomweb._bulk import READ_SIZE
 from aiodicomweb._direct import DirectGets
 from aiodicomweb._exceptions import DicomWebHTTPError, excerpt, translate_httpx_error
 from aiodicomweb._retry import RetryPolicy, parse_retry_after, retrying
@@ -188,8 +189,6 @@ async def _read_some(response: httpx.Response, limit: int) -> bytes:
 # 1 MiB (asyncio hands out at most 256 KiB per read, trio the full size). The
 # wrapper below only raises the read size; everything else is httpx's own
 # transport, TLS, proxies and HTTP/2 included.
-
-READ_SIZE = 1 << 20
 
 
 class _LargeReadStream(httpcore.AsyncNetworkStream):
