@@ -30,6 +30,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import httpx
 
 __all__ = ["BulkTransport"]
@@ -221,7 +222,12 @@ class _Wire:
             raise httpx.WriteError(str(error)) from None
 
     async def recv(self) -> bytes:
-        """The next bytes from the socket (b"" at end of stream)."""
+        """The next bytes from the socket (b"" at end of stream).
+
+        A cancellation is honoured here even when the data is already there: a
+        fast server must not carry a cancelled download through to its end.
+        """
+        await anyio.lowlevel.checkpoint_if_cancelled()
         try:
             return self.sock.recv(READ_SIZE)  # already there: no cancel scope, no wait
         except BlockingIOError:
