@@ -14,7 +14,7 @@ import secrets
 import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -181,7 +181,8 @@ def parent_created(dest_dir: str | os.PathLike[str], create: bool) -> Iterator[N
     try:
         yield
     except BaseException:
-        shutil.rmtree(parent, ignore_errors=True)
+        with suppress(OSError):
+            os.rmdir(parent)  # empty by now; never removes what others put there
         raise
 
 
@@ -284,12 +285,12 @@ class _SeriesJob:
         (self.folder / _file_name(len(received))).unlink(missing_ok=True)  # the cut-off part
         arrived = [await anyio.to_thread.run_sync(_sop_instance_uid, path) for path in received]
         listed = await list_instance_uids(self.client, self.study_uid, self.series_uid)
-        unknown = set(arrived) - set(listed)
-        if unknown or len(set(arrived)) != len(arrived):
+        whole = set(arrived)
+        if whole - set(listed) or len(whole) != len(arrived):
             raise UnexpectedResponseError(
                 f"series {self.series_uid}: the stream held instances QIDO does not list"
             ) from broken.error
-        missing = [uid for uid in listed if uid not in set(arrived)]
+        missing = [uid for uid in listed if uid not in whole]
         kept = sum(path.stat().st_size for path in received)
         logger.warning(
             "series %s: stream broke after %d instances (%s); kept %d bytes, fetching the "
@@ -344,7 +345,7 @@ def _refusal(error: DicomWebHTTPError | UnexpectedResponseError) -> Exception:
     refused = (
         error.status in _MULTIPART_REFUSALS
         if isinstance(error, DicomWebHTTPError)
-        else "expected multipart" in error.message
+        else isinstance(error, MultipartUnsupportedError)  # another media type came back
     )
     if not refused:
         return error
@@ -387,11 +388,12 @@ def first_value(dataset: dict[str, object], tag: str) -> object:
     return values[0] if isinstance(values, list) and values else None
 
 
-def _check_strategy(strategy: str, concurrency: int) -> None:
+def _check_strategy(strategy: str, **concurrencies: int) -> None:
     if strategy not in STRATEGIES:
         raise DicomWebUsageError(f"unknown strategy {strategy!r}: use one of {STRATEGIES}")
-    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-        raise DicomWebUsageError(f"concurrency must be a positive integer: {concurrency!r}")
+    for name, value in concurrencies.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise DicomWebUsageError(f"{name} must be a positive integer: {value!r}")
 
 
 async def download_series(
@@ -410,7 +412,7 @@ async def download_series(
     """See `AsyncDicomWebClient.download_series`."""
     validate_uid(study_uid, "StudyInstanceUID")
     validate_uid(series_uid, "SeriesInstanceUID")
-    _check_strategy(strategy, concurrency)
+    _check_strategy(strategy, concurrency=concurrency)
     started = time.perf_counter()
     tally = _Tally(progress)
     with parent_created(dest_dir, create_parent):
@@ -448,14 +450,15 @@ async def download_study(
 ) -> DownloadResult:
     """See `AsyncDicomWebClient.download_study`."""
     validate_uid(study_uid, "StudyInstanceUID")
-    _check_strategy(strategy, concurrency)
-    _check_strategy(strategy, series_concurrency)
+    _check_strategy(strategy, concurrency=concurrency, series_concurrency=series_concurrency)
     started = time.perf_counter()
     dest = check_destination(dest_dir)
     if series_uids is None:
         uids = await list_series_uids(client, study_uid)
     else:
         uids = [validate_uid(uid, "SeriesInstanceUID") for uid in series_uids]
+        if len(set(uids)) != len(uids):
+            raise DicomWebUsageError(f"series_uids names a series twice: {list(series_uids)!r}")
     if not uids:
         raise UnexpectedResponseError(f"study {study_uid}: QIDO lists no series")
     tally = _Tally(progress)

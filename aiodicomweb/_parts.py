@@ -13,9 +13,15 @@ from collections.abc import AsyncIterator, Callable
 
 import httpx
 
-from aiodicomweb._exceptions import MultipartError, UnexpectedResponseError, translate_httpx_error
+from aiodicomweb._exceptions import (
+    MultipartError,
+    MultipartUnsupportedError,
+    UnexpectedResponseError,
+    translate_httpx_error,
+)
 from aiodicomweb._media import DICOM, MULTIPART_RELATED, media_type
 from aiodicomweb._multipart import (
+    Event,
     MultipartParser,
     PartData,
     PartEnded,
@@ -25,8 +31,6 @@ from aiodicomweb._multipart import (
 )
 
 __all__ = ["MultipartStream", "Part"]
-
-_Event = PartStarted | PartData | PartEnded
 
 
 class Part:
@@ -124,6 +128,10 @@ async def _decoded(response: httpx.Response, description: str) -> AsyncIterator[
         raise UnexpectedResponseError(
             f"{description}: corrupt {encoding} body ({error})"
         ) from None
+    if rest := inflater.flush():
+        yield rest
+    if not inflater.eof:  # zlib does not complain about a stream cut short
+        raise UnexpectedResponseError(f"{description}: {encoding} body cut short")
 
 
 class MultipartStream:
@@ -139,27 +147,26 @@ class MultipartStream:
         *,
         description: str,
         single_part_types: tuple[str, ...] = (DICOM,),
-        max_part_size: int | None = None,
     ) -> None:
         self._response = response
         self._description = description
-        self._events: deque[_Event] = deque()
+        self._events: deque[Event] = deque()
         self._chunks = _decoded(response, description)
         self._current: Part | None = None
         self._count = 0
         self._exhausted = False
-        self._parser, first = self._choose_parser(single_part_types, max_part_size)
+        self._parser, first = self._choose_parser(single_part_types)
         if first is not None:
             self._events.append(first)
 
     def _choose_parser(
-        self, single_part_types: tuple[str, ...], max_part_size: int | None
+        self, single_part_types: tuple[str, ...]
     ) -> tuple[MultipartParser | None, PartStarted | None]:
         header = self._response.headers.get("content-type", "")
         kind = media_type(header)
         if kind == MULTIPART_RELATED:
             boundary = multipart_boundary(parse_content_type(header))
-            return MultipartParser(boundary, max_part_size=max_part_size), None
+            return MultipartParser(boundary), None
         if kind in single_part_types:
             length = self._response.headers.get("content-length")
             started = PartStarted(
@@ -169,7 +176,7 @@ class MultipartStream:
                 else None,
             )
             return None, started
-        raise UnexpectedResponseError(
+        raise MultipartUnsupportedError(
             f"{self._description}: expected multipart/related, got {header or 'no Content-Type'!r}"
         )
 
@@ -189,7 +196,7 @@ class MultipartStream:
                 self._count += 1
                 return self._current
 
-    async def next_event(self) -> _Event | None:
+    async def next_event(self) -> Event | None:
         """The next parser event, reading from the network when none is queued."""
         while not self._events:
             if self._exhausted:
@@ -212,12 +219,13 @@ class MultipartStream:
         except httpx.HTTPError as error:
             raise translate_httpx_error(error, self._description) from error
 
-    def _finish(self) -> list[_Event]:
-        if self._parser is None:
+    def _finish(self) -> list[Event]:
+        parser = self._parser
+        if parser is None:
             return [PartEnded()]
-        return self._parse(lambda _: self._parser.close() if self._parser else [], b"")
+        return self._parse(lambda _: parser.close(), b"")
 
-    def _parse(self, step: Callable[[bytes], list[_Event]], chunk: bytes) -> list[_Event]:
+    def _parse(self, step: Callable[[bytes], list[Event]], chunk: bytes) -> list[Event]:
         try:
             return step(chunk)
         except MultipartError as error:

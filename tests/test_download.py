@@ -18,6 +18,7 @@ import pytest
 from aiodicomweb import (
     AsyncDicomWebClient,
     DicomWebHTTPError,
+    DicomWebUsageError,
     DownloadProgress,
     InvalidUIDError,
     MultipartUnsupportedError,
@@ -246,6 +247,25 @@ async def test_multipart_refusal_names_the_per_instance_strategy(tmp_path):
         await client.download_series(STUDY, SERIES, tmp_path / "out", fallback=True)
     files = sorted((tmp_path / "out").iterdir())
     assert [f.read_bytes() for f in files] == [DICM + f"{SERIES}.{n}".encode() for n in (1, 2)]
+
+
+async def test_a_series_answered_with_another_media_type_is_a_refusal_too(tmp_path):
+    handler, _ = mock_server(200)  # 200, but not multipart/related
+    transport = httpx.MockTransport(handler)
+    async with AsyncDicomWebClient("http://pacs.test/dw", transport=transport) as client:
+        with pytest.raises(MultipartUnsupportedError, match="per_instance"):
+            await client.download_series(STUDY, SERIES, tmp_path / "out")
+    assert os.listdir(tmp_path) == []
+
+
+async def test_a_series_named_twice_is_a_usage_error_before_any_request(tmp_path):
+    handler, requests = mock_server()
+    transport = httpx.MockTransport(handler)
+    async with AsyncDicomWebClient("http://pacs.test/dw", transport=transport) as client:
+        with pytest.raises(DicomWebUsageError, match="twice"):
+            await client.download_study(STUDY, tmp_path / "s", series_uids=[SERIES, SERIES])
+    assert requests == []
+    assert os.listdir(tmp_path) == []
 
 
 @pytest.mark.parametrize(

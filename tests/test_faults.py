@@ -15,6 +15,7 @@ import shutil
 import socket
 import time
 import tracemalloc
+import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -315,6 +316,22 @@ async def test_hostile_bodies_fail_clearly_in_bounded_memory(body, headers, mess
     finally:
         tracemalloc.stop()
     assert peak < 8 << 20
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+async def test_a_compressed_single_part_cut_short_is_an_error_not_a_short_file(encoding):
+    data = b"DICM" + bytes(range(256)) * 400
+    packed = gzip.compress(data) if encoding == "gzip" else zlib.compress(data)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        headers = {"Content-Type": "application/dicom", "Content-Encoding": encoding}
+        return httpx.Response(200, headers=headers, stream=streamed(iter([packed[:-20]])))
+
+    async with AsyncDicomWebClient(
+        "http://pacs.test/dw", transport=httpx.MockTransport(handler), retry=None
+    ) as client:
+        with pytest.raises(UnexpectedResponseError, match="cut short"):
+            await client.retrieve_instance("1.2", "1.2.3", "1.2.3.4")
 
 
 async def test_gzip_bomb_on_a_multipart_body_is_inflated_in_bounded_pieces():
