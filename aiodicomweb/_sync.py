@@ -69,6 +69,17 @@ def _blocking_iterator(
     return call
 
 
+def _drain(
+    call: Callable[[Callable[[], Awaitable[T]]], T], source: AsyncIterator[T]
+) -> Iterator[T]:
+    """Items of an async iterator, each fetched through `call` (a portal call)."""
+    while True:
+        try:
+            yield call(source.__anext__)
+        except StopAsyncIteration:
+            return
+
+
 class SyncPart:
     """A `Part` read from blocking code: same attributes, blocking reads."""
 
@@ -87,12 +98,7 @@ class SyncPart:
 
     def iter_bytes(self) -> Iterator[bytes]:
         """The body in chunks, as it arrives (see `Part.aiter_bytes`)."""
-        chunks = self._part.aiter_bytes()
-        while True:
-            try:
-                yield self._portal.call(chunks.__anext__)
-            except StopAsyncIteration:
-                return
+        yield from _drain(self._portal.call, self._part.aiter_bytes())
 
     def read(self) -> bytes:
         """The whole body (see `Part.read`)."""
@@ -169,19 +175,13 @@ class DicomWebClient:
     def _stream(
         self, cm: AbstractAsyncContextManager[MultipartStream]
     ) -> Iterator[Iterator[SyncPart]]:
+        if self.closed:
+            raise RuntimeError("this DicomWebClient is closed")
         with self._portal.wrap_async_context_manager(cm) as parts:
-            yield self._iterate_parts(parts)
-
-    def _iterate_parts(self, parts: MultipartStream) -> Iterator[SyncPart]:
-        for part in self._iterate(parts):
-            yield SyncPart(part, self._portal)
+            yield (SyncPart(part, self._portal) for part in self._iterate(parts))
 
     def _iterate(self, iterator: AsyncIterator[T]) -> Iterator[T]:
-        while True:
-            try:
-                yield self._call(iterator.__anext__)
-            except StopAsyncIteration:
-                return
+        return _drain(self._call, iterator)
 
     search = _blocking(AsyncDicomWebClient.search)
     search_studies = _blocking(AsyncDicomWebClient.search_studies)

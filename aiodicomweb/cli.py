@@ -28,7 +28,6 @@ from typing import Any, TextIO
 
 import anyio
 import httpx
-from pydicom.datadict import tag_for_keyword
 
 from aiodicomweb import (
     AsyncDicomWebClient,
@@ -41,9 +40,10 @@ from aiodicomweb import (
     FailedInstance,
     RetryPolicy,
     StoreResult,
+    UnexpectedResponseError,
     __version__,
 )
-from aiodicomweb._download import check_destination
+from aiodicomweb._download import SERIES_INSTANCE_UID, check_destination, first_value
 from aiodicomweb._progress import (
     Progress,
     Terminal,
@@ -52,7 +52,7 @@ from aiodicomweb._progress import (
     throughput,
 )
 from aiodicomweb._store import DEFAULT_CONCURRENCY, find_dicom_files
-from aiodicomweb._urls import validate_uid
+from aiodicomweb._urls import server_uid, validate_uid
 
 __all__ = ["CliError", "build_parser", "format_table", "main"]
 
@@ -89,8 +89,6 @@ HEADERS = {
     "InstanceNumber": "Number",
 }
 _MAX_CELL = 40
-# Store requests are sized so that progress moves often, yet stay large enough
-# to keep the server busy (Orthanc ingests concurrent requests in parallel).
 
 USAGE_NOTES = """\
 connection settings may also come from the environment: DICOMWEB_URL,
@@ -188,6 +186,8 @@ def _library_logging(terminal: Terminal, *, debug: bool, quiet: bool) -> Iterato
 
 def element_text(dataset: dict[str, Any], keyword: str) -> str:
     """The values of a DICOM JSON attribute as text (person names alphabetic, comma-joined)."""
+    from pydicom.datadict import tag_for_keyword  # 0.4 s: only for commands that print tables
+
     tag = tag_for_keyword(keyword)
     element = dataset.get(f"{tag:08X}") if tag is not None else None
     values = element.get("Value") if isinstance(element, dict) else None
@@ -275,7 +275,11 @@ async def _series_counts(client: AsyncDicomWebClient, study_uid: str) -> dict[st
     found = await client.search_series(
         study_uid, include_fields=["SeriesInstanceUID", "NumberOfSeriesRelatedInstances"]
     )
-    return {element_text(ds, "SeriesInstanceUID"): _count(ds) for ds in found}
+    counts = {server_uid(first_value(ds, SERIES_INSTANCE_UID), "SeriesInstanceUID"): _count(ds)
+              for ds in found}  # fmt: skip
+    if len(counts) != len(found):
+        raise UnexpectedResponseError(f"study {study_uid}: QIDO listed a series twice")
+    return counts
 
 
 async def _download_plan(
@@ -340,7 +344,7 @@ async def cmd_download(client: AsyncDicomWebClient, args: argparse.Namespace, ui
             series_concurrency=args.series_concurrency,
             concurrency=args.concurrency,
             progress=None if ui.quiet else _download_feedback(progress),
-            series_uids=selected if args.series else None,
+            series_uids=selected,  # listed once, by the plan
         )
     finally:
         progress.close()

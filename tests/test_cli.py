@@ -124,6 +124,18 @@ def test_download_study_writes_the_servers_bytes_with_plain_progress_lines(
         assert f"series {spec.series_uid}: {spec.instances} instances" in result.stderr
 
 
+def test_download_study_lists_the_series_once(
+    orthanc: OrthancServer, corpus: Corpus, tmp_path: Path
+):
+    out = tmp_path / "study"
+    result = run_cli("--debug", "download", ALPHA.study_uid, "-o", str(out),
+                     url=orthanc.dicomweb_url)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    listings = [line for line in result.stderr.splitlines()
+                if f"/studies/{ALPHA.study_uid}/series?" in line and "-> 200" in line]  # fmt: skip
+    assert len(listings) == 1, result.stderr
+
+
 def test_download_of_some_series_per_instance_is_silent_with_quiet(
     orthanc: OrthancServer, corpus: Corpus, tmp_path: Path
 ):

@@ -112,8 +112,10 @@ def test_close_stops_the_thread_and_is_idempotent(orthanc):
     client.close()
     assert _portal_threads() - before == set()
     assert client.closed
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="closed"):
         client.search_studies()
+    with pytest.raises(RuntimeError, match="closed"), client.stream_series("1.2", "1.2.3"):
+        pass
 
 
 def test_an_abandoned_client_is_cleaned_up_by_garbage_collection(orthanc):
