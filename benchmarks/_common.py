@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -71,8 +72,8 @@ def peak_rss_mb(pid: int | str = "self") -> float:
     return 0.0
 
 
-def run_child(argv: Sequence[str]) -> tuple[float, float, str]:
-    """Run one child; return (wall seconds, peak RSS MB, its stdout).
+def run_child(argv: Sequence[str]) -> tuple[float, float, dict[str, Any]]:
+    """Run one child; return (wall seconds, peak RSS MB, the JSON of its last line or {}).
 
     Python workers report their own peak in their JSON line; for other programs
     (curl) VmHWM is sampled every few milliseconds while they run.
@@ -91,9 +92,8 @@ def run_child(argv: Sequence[str]) -> tuple[float, float, str]:
     if child.returncode != 0:
         raise RuntimeError(f"{argv[:3]} failed with status {child.returncode}: {out[-500:]}")
     last = out.strip().splitlines()[-1] if out.strip() else ""
-    if last.startswith("{"):
-        peak = float(json.loads(last).get("peak_rss_mb", peak))
-    return wall, peak, out
+    report = json.loads(last) if last.startswith("{") else {}
+    return wall, float(report.get("peak_rss_mb", peak)), report
 
 
 def measure(
@@ -107,15 +107,15 @@ def measure(
         os.sync()  # start each run without the previous run's dirty pages to flush
         try:
             out_arg = [a.replace("{OUT}", str(scratch)) for a in argv]
-            wall, rss, out = run_child(out_arg)
+            wall, rss, report = run_child(out_arg)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         if index < warmups:
             continue
         result.walls.append(wall)
         result.rss_mb.append(rss)
-        if out.strip().startswith("{"):
-            result.inprocs.append(float(json.loads(out.strip().splitlines()[-1])["seconds"]))
+        if "seconds" in report:
+            result.inprocs.append(float(report["seconds"]))
     return result
 
 

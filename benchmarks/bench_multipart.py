@@ -173,7 +173,7 @@ def main(argv: list[str]) -> int:
     options = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     options.add_argument("--quick", action="store_true", help="smaller bodies, fewer runs")
     options.add_argument("--repeat", type=int, help="runs per measurement (best is kept)")
-    args = options.parse_args(argv)
+    args, _ = options.parse_known_args(argv)  # `run_all` passes every benchmark's options
     repeat = args.repeat or (3 if args.quick else 7)
     rng = random.Random(2046)
     print(f"Python {sys.version.split()[0]}, 64 KiB chunks, best of {repeat}\n")

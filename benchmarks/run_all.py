@@ -11,8 +11,10 @@ HERE = Path(__file__).parent
 
 def main(argv: list[str]) -> int:
     scripts = sorted(HERE.glob("bench_*.py"))
-    wanted = [a for a in argv if not a.startswith("-")]
-    flags = [a for a in argv if a.startswith("-")]
+    # Names of benchmarks pick which run; everything else (options and their
+    # values, e.g. `--out /dev/shm`) goes to each, which ignores what it lacks.
+    wanted = [a for a in argv if any(a in s.stem for s in scripts) and not a.startswith("-")]
+    flags = [a for a in argv if a not in wanted]
     failed = 0
     for script in scripts:
         if wanted and not any(w in script.stem for w in wanted):
