@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import nox
@@ -12,30 +13,31 @@ import nox
 ROOT = Path(__file__).parent
 PYPROJECT = nox.project.load_toml(ROOT / "pyproject.toml")
 INSTALL_SCRIPT = ROOT / "scripts" / "install-orthanc.sh"
+sys.path.insert(0, str(ROOT))  # the fixtures' Orthanc lookup (standard library only)
+
+from tests.support.orthanc import (  # noqa: E402
+    INSTALL_HINT,
+    OrthancUnavailableError,
+    find_orthanc,
+)
 
 nox.options.sessions = ["lint", "typecheck", "tests"]
 nox.options.reuse_venv = "yes"
 
 
-def _orthanc_installed() -> bool:
-    return bool(shutil.which("Orthanc") or os.path.exists("/usr/sbin/Orthanc")) and bool(
-        list(Path("/usr/share/orthanc/plugins").glob("libOrthancDicomWeb.so*"))
-        or os.environ.get("ORTHANC_DICOMWEB_PLUGIN")
-    )
-
-
 def ensure_orthanc(session: nox.Session) -> None:
     """Install Orthanc through the project's script when possible, else stop clearly."""
-    if os.environ.get("ORTHANC_BIN") or _orthanc_installed():
+    try:
+        find_orthanc()  # the same lookup as the test fixtures
         return
+    except OrthancUnavailableError:
+        pass
     if os.geteuid() == 0 and shutil.which("apt-get"):
         session.log("Orthanc is missing: installing it with scripts/install-orthanc.sh")
         subprocess.run(["bash", str(INSTALL_SCRIPT)], check=True)
         return
     session.error(
-        "Orthanc with its DICOMweb plugin is required for the integration tests. "
-        "Run `sudo scripts/install-orthanc.sh` (Debian/Ubuntu) or set ORTHANC_BIN and "
-        "ORTHANC_DICOMWEB_PLUGIN."
+        "Orthanc with its DICOMweb plugin is required for the integration tests. " + INSTALL_HINT
     )
 
 

@@ -70,6 +70,3 @@ class Corpus:
 
     def series_uids(self, study_uid: str) -> list[str]:
         return sorted({i.series_uid for i in self.study(study_uid)})
-
-    def by_sop(self, sop_instance_uid: str) -> Instance:
-        return next(i for i in self.instances if i.sop_instance_uid == sop_instance_uid)
