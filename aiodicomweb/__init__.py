@@ -6,6 +6,7 @@ from aiodicomweb._auth import BearerTokenAuth
 from aiodicomweb._client import AsyncDicomWebClient
 from aiodicomweb._download import DownloadProgress, DownloadResult, SeriesResult
 from aiodicomweb._exceptions import (
+    ClientClosedError,
     DicomWebError,
     DicomWebHTTPError,
     DicomWebServerError,
@@ -13,6 +14,7 @@ from aiodicomweb._exceptions import (
     DicomWebTransportError,
     DicomWebUsageError,
     InvalidUIDError,
+    MissingDependencyError,
     MultipartError,
     MultipartUnsupportedError,
     StoreFailedError,
@@ -30,6 +32,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AsyncDicomWebClient",
     "BearerTokenAuth",
+    "ClientClosedError",
     "DicomWebAdapter",
     "DicomWebAdapter_Fallback",
     "DicomWebClient",
@@ -43,6 +46,7 @@ __all__ = [
     "DownloadResult",
     "FailedInstance",
     "InvalidUIDError",
+    "MissingDependencyError",
     "MultipartError",
     "MultipartStream",
     "MultipartUnsupportedError",

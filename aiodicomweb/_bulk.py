@@ -1,24 +1,17 @@
-"""A lean HTTP/1.1 wire for plain-http GETs, as an httpx transport.
+"""The fast path for GETs: large reads, llhttp framing, TLS on a non-blocking socket.
 
-Measured against Orthanc on loopback (105 MB series, same process): a plain
-non-blocking socket read with 1 MiB `recv` moves 1216 MB/s, httpx's own stack
-(httpcore, h11, anyio streams) 436 MB/s even with large reads, because h11 copies
-every body byte twice and each layer costs per chunk; and a small QIDO answer
-took httpx about 2 ms more than curl on a warm connection. So GET requests to
-plain `http://` origins go on this wire; every other method, and every https,
-proxied or HTTP/2 request, goes to httpx's own transport.
+An httpx transport. GETs to http and https origins that go through no proxy
+are sent here; every other request goes to `inner`, httpx's own transport.
+httpx still does everything above the wire (auth flows, cookies, redirects,
+timeout settings), except for the GETs `_direct` hands to `get` itself.
 
-httpx still does everything above the wire: auth flows, cookies, redirects,
-timeout configuration. The exception is the GETs for which all of that has
-nothing to do: `_direct` hands those to `get` itself, with the same head. This
-transport writes the request head, reads the response head, and streams the body
-with large reads, honouring Content-Length, chunked encoding, or a
-close-delimited body (Orthanc's series answers). A small unencoded body framed
-by Content-Length (up to 64 KiB) is handed over already read, and the connection
-is freed at once. A connection whose body ended cleanly goes
-back to a small idle pool; an idle connection the server has closed is detected
-before reuse, and a request that meets a connection closed in between is sent
-once more on a fresh one (GETs are idempotent).
+What makes it fast (figures in benchmarks/README.md): reads of up to 1 MiB into
+one reused buffer, and over TLS as many records as are ready before anything is
+parsed; responses parsed by llhttp (httptools), which hands each body piece out
+with one copy; small answers read whole; a keep-alive pool. What keeps it
+honest: llhttp frames every response (status line, headers, Content-Length,
+chunked, 1xx), as strictly as h11 refuses malformed ones; request heads are
+checked against h11's grammar before they are written.
 """
 
 from __future__ import annotations
@@ -26,44 +19,65 @@ from __future__ import annotations
 import errno
 import re
 import socket
+import ssl
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio
 import anyio.lowlevel
+import httptools
 import httpx
 
-__all__ = ["BulkTransport"]
+__all__ = ["READ_SIZE", "BulkTransport"]
 
 READ_SIZE = 1 << 20
 MAX_HEAD = 64 * 1024
-_EARLY_CLOSE = "peer closed connection before the end of the body"
-_FORBIDDEN = re.compile(rb"[\r\n\0]")
+MAX_INFORMATIONAL = 16  # 1xx heads before the answer: an endless stream of them is refused
 # Bodies up to this size are read whole before the response is returned (QIDO
-# answers, small metadata). Not instances: at 1 MiB, per-instance downloads of
-# 525 KB instances peaked at 92 MB RSS instead of 42 MB (measured).
+# answers, small metadata); larger ones stream, so per-instance downloads stay small.
 SMALL_BODY = 64 * 1024
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+# As h11 accepts them: a field name (token), a field value, a request target.
+_TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")
+_FIELD_VALUE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
+_TARGET = re.compile(rb"[\x21-\x7e]+")
+_EARLY_CLOSE = "peer closed connection before the end of the body"
+
+Origin = tuple[str, str, int]  # scheme, host, port
 
 
 class BulkTransport(httpx.AsyncBaseTransport):
-    """GETs to plain http origins on a lean keep-alive wire; everything else to `inner`."""
+    """GETs to http(s) origins on the fast path; everything else to `inner`.
 
-    def __init__(self, inner: httpx.AsyncBaseTransport, max_connections: int = 8) -> None:
+    Args:
+        inner: httpx's transport, for every other request.
+        tls_context: Gives the client's `SSLContext` (called at the first https
+            connection).
+        max_connections: Upper bound of open connections, as httpx's pool has.
+    """
+
+    def __init__(
+        self,
+        inner: httpx.AsyncBaseTransport,
+        tls_context: Callable[[], ssl.SSLContext],
+        max_connections: int = 8,
+    ) -> None:
         self.inner = inner
+        self.tls_context = tls_context
         self.max_connections = max_connections
-        self._idle: dict[tuple[str, int], list[_Wire]] = {}
+        self._idle: dict[Origin, list[_Connection]] = {}
         self._slots: anyio.Semaphore | None = None  # made in the event loop, on first use
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if request.method != "GET" or request.url.scheme != "http":
-            return await self.inner.handle_async_request(request)
         url = request.url
-        origin = (url.host, url.port or 80)
+        if request.method != "GET" or url.scheme not in _DEFAULT_PORTS:
+            return await self.inner.handle_async_request(request)
+        origin = (url.scheme, url.host, url.port or _DEFAULT_PORTS[url.scheme])
         return await self.get(origin, url.raw_path, request.headers.raw, request.extensions)
 
     async def get(
         self,
-        origin: tuple[str, int],
+        origin: Origin,
         target: bytes,
         headers: list[tuple[bytes, bytes]],
         extensions: dict[str, Any],
@@ -73,10 +87,19 @@ class BulkTransport(httpx.AsyncBaseTransport):
         The entry point for requests that did not go through httpx's client (see
         `DirectGets` in `_direct`); httpx exceptions, as from any transport.
         """
+        head = _request_head(target, headers)
         timeouts = extensions.get("timeout", {})
         slots = await self._slot(timeouts.get("pool"))
         try:
-            return await self._lean(origin, target, headers, timeouts, slots)
+            connection = self._checkout(origin)
+            if connection is not None:
+                connection.use_timeouts(timeouts)  # this request's, not the opener's
+                try:
+                    return await self._exchange(connection, head, origin, slots)
+                except (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError):
+                    pass  # the server closed an idle connection: once more, on a fresh one
+            connection = await _Connection.open(origin, timeouts, self.tls_context)
+            return await self._exchange(connection, head, origin, slots)
         except BaseException:
             slots.release()
             raise
@@ -95,94 +118,84 @@ class BulkTransport(httpx.AsyncBaseTransport):
                 raise httpx.PoolTimeout("no connection free within the pool timeout") from None
         return self._slots
 
-    async def _lean(
-        self,
-        key: tuple[str, int],
-        target: bytes,
-        headers: list[tuple[bytes, bytes]],
-        timeouts: dict[str, Any],
-        slots: anyio.Semaphore,
-    ) -> httpx.Response:
-        head = _request_head(target, headers)
-        wire = self._checkout(key)
-        if wire is not None:
-            wire.use_timeouts(timeouts)  # this request's, not those of the one that opened it
-            try:
-                return await self._exchange(wire, head, key, slots)
-            except (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError):
-                pass  # the server closed an idle connection: once more, on a fresh one
-        wire = await _Wire.connect(key, timeouts)
-        return await self._exchange(wire, head, key, slots)
-
     async def _exchange(
-        self, wire: _Wire, head: bytes, key: tuple[str, int], slots: anyio.Semaphore
+        self, connection: _Connection, head: bytes, origin: Origin, slots: anyio.Semaphore
     ) -> httpx.Response:
 
         def done(reusable: bool) -> None:
             if reusable:
-                self._checkin(key, wire)
+                self._checkin(origin, connection)
             else:
-                wire.close()
+                connection.close()
             slots.release()
 
         try:
-            await wire.send_head(head)
-            status, reason, headers = await wire.read_head()
-            body = _Body(wire, status, headers, done)
+            await connection.send_all(head)
+            parser = _ResponseParser()
+            await _read_head(connection, parser)
+            body = _Body(connection, parser, done)
             content = await body.read_small()
         except BaseException:
-            wire.close()  # the caller releases the slot
+            connection.close()  # the caller releases the slot
             raise
-        extensions = {"http_version": b"HTTP/1.1", "reason_phrase": reason}
+        extensions = {"http_version": b"HTTP/1.1", "reason_phrase": parser.reason}
+        status, headers = parser.status, parser.headers
         if content is not None:  # a small answer, read whole: no stream to pass through
             return httpx.Response(status, headers=headers, content=content, extensions=extensions)
         return httpx.Response(status, headers=headers, stream=body, extensions=extensions)
 
-    def _checkout(self, key: tuple[str, int]) -> _Wire | None:
-        idle = self._idle.get(key, [])
+    def _checkout(self, origin: Origin) -> _Connection | None:
+        idle = self._idle.get(origin, [])
         while idle:
-            wire = idle.pop()
-            if wire.healthy():
-                return wire
-            wire.close()
+            connection = idle.pop()
+            if connection.healthy():
+                return connection
+            connection.close()
         return None
 
-    def _checkin(self, key: tuple[str, int], wire: _Wire) -> None:
-        idle = self._idle.setdefault(key, [])
+    def _checkin(self, origin: Origin, connection: _Connection) -> None:
+        idle = self._idle.setdefault(origin, [])
         if len(idle) < self.max_connections:
-            idle.append(wire)  # checked for a close from the server when it is taken again
+            idle.append(connection)  # checked for a close from the server when taken again
         else:
-            wire.close()
+            connection.close()
 
     async def aclose(self) -> None:
         for idle in self._idle.values():
-            for wire in idle:
-                wire.close()
+            for connection in idle:
+                connection.close()
         self._idle.clear()
         await self.inner.aclose()
 
 
-class _Wire:
-    """One non-blocking socket, read in large pieces, with httpx's exception types."""
+class _Connection:
+    """One non-blocking socket, plain or TLS, read in large pieces into one buffer."""
 
     def __init__(self, sock: socket.socket, timeouts: dict[str, Any]) -> None:
         self.sock = sock
+        self.tls = isinstance(sock, ssl.SSLSocket)
+        self.buffer = memoryview(bytearray(READ_SIZE))
+        self.failure: OSError | None = None  # met after some bytes: raised at the next read
         self.use_timeouts(timeouts)
-        self.buffer = b""  # bytes read past the response head
 
     def use_timeouts(self, timeouts: dict[str, Any]) -> None:
         self.read_timeout = timeouts.get("read")
         self.write_timeout = timeouts.get("write")
 
     @classmethod
-    async def connect(cls, origin: tuple[str, int], timeouts: dict[str, Any]) -> _Wire:
+    async def open(
+        cls, origin: Origin, timeouts: dict[str, Any], tls_context: Callable[[], ssl.SSLContext]
+    ) -> _Connection:
+        scheme, host, port = origin
         try:
             with anyio.fail_after(timeouts.get("connect")):
-                sock = await _connect(*origin)
+                sock = await _connect(host, port)
+                if scheme == "https":
+                    sock = await _start_tls(sock, host, tls_context())
         except TimeoutError as error:
             raise httpx.ConnectTimeout(str(error) or "connect timed out") from None
-        except OSError as error:
-            raise httpx.ConnectError(str(error)) from None
+        except OSError as error:  # ssl.SSLError included: certificate and handshake failures
+            raise httpx.ConnectError(str(error) or type(error).__name__) from None
         return cls(sock, timeouts)
 
     def close(self) -> None:
@@ -190,81 +203,87 @@ class _Wire:
 
     def healthy(self) -> bool:
         """An idle connection the server has not closed and sent nothing on."""
-        if self.buffer or self.sock.fileno() < 0:
+        if self.sock.fileno() < 0:
             return False
         try:
-            self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-            return False  # closed (b"") or unexpected bytes: either way, not reusable
+            # The raw socket, below TLS: a byte here is a close, or unexpected.
+            waiting = socket.socket.recv(self.sock, 1, socket.MSG_PEEK)
         except BlockingIOError:
-            return True
+            return not (self.tls and self.sock.pending())  # type: ignore[attr-defined]
         except OSError:
             return False
+        return bool(waiting) and self.tls and self._tls_idle()
 
-    async def send_head(self, head: bytes) -> None:
-        data = memoryview(head)
-        data = data[self._send(data) :]  # a head fits the socket buffer: no wait
-        if not data:
-            return
+    def _tls_idle(self) -> bool:
+        """TLS: a record came on an idle connection; only a session ticket is harmless."""
         try:
-            with anyio.fail_after(self.write_timeout):
-                while data:
-                    await anyio.wait_writable(self.sock)
-                    data = data[self._send(data) :]
-        except TimeoutError:
-            raise httpx.WriteTimeout("write timed out") from None
+            self.sock.recv_into(self.buffer[:1])
+        except ssl.SSLWantReadError:
+            return True  # a record without application data (a TLS 1.3 ticket)
+        except (OSError, ValueError):
+            pass
+        return False  # closed, alerted, or data nobody asked for
 
-    def _send(self, data: memoryview) -> int:
-        try:
-            return self.sock.send(data)
-        except BlockingIOError:
-            return 0
-        except OSError as error:
-            raise httpx.WriteError(str(error)) from None
+    async def send_all(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[self.sock.send(view) :]
+                continue
+            except (BlockingIOError, ssl.SSLWantWriteError):
+                wait = anyio.wait_writable
+            except ssl.SSLWantReadError:
+                wait = anyio.wait_readable
+            except OSError as error:
+                raise httpx.WriteError(str(error) or type(error).__name__) from None
+            try:
+                with anyio.fail_after(self.write_timeout):
+                    await wait(self.sock)
+            except TimeoutError:
+                raise httpx.WriteTimeout("write timed out") from None
 
-    async def recv(self) -> bytes:
-        """The next bytes from the socket (b"" at end of stream).
+    async def fill(self) -> int:
+        """Read what the socket holds into `buffer`; the count, 0 at end of stream.
 
         A cancellation is honoured here even when the data is already there: a
         fast server must not carry a cancelled download through to its end.
         """
         await anyio.lowlevel.checkpoint_if_cancelled()
-        try:
-            return self.sock.recv(READ_SIZE)  # already there: no cancel scope, no wait
-        except BlockingIOError:
-            pass
-        except OSError as error:
-            raise httpx.ReadError(str(error) or type(error).__name__) from None
+        count = self._read_ready()  # already there: no cancel scope, no wait
+        if count is not None:
+            return count
         try:
             with anyio.fail_after(self.read_timeout):
-                while True:
-                    try:
-                        return self.sock.recv(READ_SIZE)
-                    except BlockingIOError:
-                        await anyio.wait_readable(self.sock)
+                while (count := self._read_ready()) is None:
+                    await anyio.wait_readable(self.sock)
         except TimeoutError:
             raise httpx.ReadTimeout("read timed out") from None
+        return count
+
+    def _read_ready(self) -> int | None:
+        """Bytes read without waiting (0 at end of stream), or None when none are ready.
+
+        Over TLS each read gives one record (16 KiB at most), so records are read
+        until the socket would block or the buffer is full.
+        """
+        if self.failure is not None:
+            raise httpx.ReadError(str(self.failure) or type(self.failure).__name__)
+        total = 0
+        try:
+            while total < READ_SIZE:
+                count = self.sock.recv_into(self.buffer[total:])
+                total += count
+                if not count or not self.tls:
+                    break
+        except (BlockingIOError, ssl.SSLWantReadError):
+            return total or None
+        except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+            pass  # the end of the stream, with or without close_notify
         except OSError as error:
-            raise httpx.ReadError(str(error) or type(error).__name__) from None
-
-    async def read_head(self) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
-        """Status, reason and headers of the final (non-1xx) response."""
-        while True:
-            head = await self._head_block()
-            status, reason, headers = _parse_head(head)
-            if not 100 <= status < 200:
-                return status, reason, headers
-
-    async def _head_block(self) -> bytes:
-        data = self.buffer
-        while (end := data.find(b"\r\n\r\n", 0, MAX_HEAD + 4)) < 0:
-            if len(data) > MAX_HEAD:
-                raise httpx.RemoteProtocolError("response head too large")
-            chunk = await self.recv()
-            if not chunk:
-                raise httpx.RemoteProtocolError("server closed the connection before answering")
-            data += chunk
-        self.buffer = data[end + 4 :]
-        return data[:end]
+            if not total:
+                raise httpx.ReadError(str(error) or type(error).__name__) from None
+            self.failure = error  # a reset must not read as the end of the body later
+        return total
 
 
 async def _connect(host: str, port: int) -> socket.socket:
@@ -291,166 +310,217 @@ async def _connect(host: str, port: int) -> socket.socket:
     raise last
 
 
+async def _start_tls(sock: socket.socket, host: str, context: ssl.SSLContext) -> ssl.SSLSocket:
+    """The TLS handshake on the non-blocking socket (SNI and hostname check by `context`)."""
+    try:
+        tls = context.wrap_socket(sock, server_hostname=host, do_handshake_on_connect=False)
+    except BaseException:
+        sock.close()
+        raise
+    try:
+        while True:
+            try:
+                tls.do_handshake()
+                return tls
+            except ssl.SSLWantReadError:
+                await anyio.wait_readable(tls)
+            except ssl.SSLWantWriteError:
+                await anyio.wait_writable(tls)
+    except BaseException:
+        tls.close()
+        raise
+
+
 def _request_head(target: bytes, headers: list[tuple[bytes, bytes]]) -> bytes:
-    """The request head; a line break or NUL in a header would forge another one."""
+    """The GET request head; names, values and target checked against h11's grammar.
+
+    A bodiless GET has no framing to get wrong, only fields to forge: anything
+    outside the grammar (a line break, a NUL, a space in a name) is refused.
+    h11 would write the same bytes, at 70 us a head instead of 10 (measured).
+    """
+    if not _TARGET.fullmatch(target):
+        raise httpx.LocalProtocolError(f"invalid request target {target[:40]!r}")
     lines = [b"GET " + target + b" HTTP/1.1"]
     for name, value in headers:
-        if _FORBIDDEN.search(name) or _FORBIDDEN.search(value) or b":" in name or not name:
+        if not _TOKEN.fullmatch(name) or not _FIELD_VALUE.fullmatch(value):
             raise httpx.LocalProtocolError(f"invalid header {name[:40]!r}")
         if name.lower() not in (b"connection", b"keep-alive"):
-            lines.append(name + b": " + value)
+            lines.append(name + b": " + value.strip(b" \t"))
     lines.append(b"Connection: keep-alive\r\n\r\n")
     return b"\r\n".join(lines)
 
 
-def _parse_head(head: bytes) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
-    status_line, *lines = head.split(b"\r\n")
-    parts = status_line.split(b" ", 2)
-    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
-        raise httpx.RemoteProtocolError(f"malformed status line {status_line[:80]!r}")
-    headers: list[tuple[bytes, bytes]] = []
-    for line in lines:
-        name, colon, value = line.partition(b":")
-        if not colon or not name or name != name.strip():
-            raise httpx.RemoteProtocolError(f"malformed header line {line[:80]!r}")
-        headers.append((name, value.strip()))
-    return int(parts[1]), parts[2] if len(parts) > 2 else b"", headers
+class _ResponseParser:
+    """One response as llhttp (httptools) reads it: head, body pieces, completion.
+
+    The callbacks below are llhttp's; the parser is strict except for obs-fold
+    (a header continued on the next line), which it joins as h11 does, with
+    every header value then checked against h11's grammar.
+    """
+
+    def __init__(self) -> None:
+        self.parser = httptools.HttpResponseParser(self)
+        self.parser.set_dangerous_leniencies(lenient_headers=True)
+        self.status = 0
+        self.reason = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.head_done = False
+        self.complete = False
+        self.trailing = False  # bytes came after the response: the connection is spent
+        self.pieces: list[bytes] = []
+        self.informational = 0
+        self.fed = 0
+        self.head_size = 0  # of the heads so far, 1xx ones included
+        self.framed = True  # the body's end is told by its length or its chunks
+        self._keep_alive = False
+
+    def feed(self, data: memoryview) -> None:
+        """Parse `data`, raising `httpx.RemoteProtocolError` for a malformed response."""
+        self.fed += len(data)
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            raise httpx.RemoteProtocolError("unexpected protocol switch") from None
+        except httptools.HttpParserError as error:
+            if self.complete:
+                self.trailing = True  # garbage after a whole response: not our answer's
+                return
+            cause = error.__context__
+            if isinstance(cause, httpx.RemoteProtocolError):
+                raise cause from None
+            raise httpx.RemoteProtocolError(f"malformed response: {error}") from None
+        if not self.head_done and self.fed > MAX_HEAD:
+            raise httpx.RemoteProtocolError("response head too large")
+
+    def end_of_stream(self) -> None:
+        """The server closed: the end of a body without framing, else an error."""
+        if not self.head_done:
+            raise httpx.RemoteProtocolError("server closed the connection before answering")
+        if not self.complete:
+            if self.framed:
+                raise httpx.RemoteProtocolError(_EARLY_CLOSE)
+            self.complete = True
+
+    def header(self, name: bytes) -> bytes | None:
+        """The first value of the header `name` (lower case), if any."""
+        return next((v for n, v in self.headers if n.lower() == name), None)
+
+    def reusable(self) -> bool:
+        return self.complete and self.framed and not self.trailing and self._keep_alive
+
+    # -- llhttp callbacks --------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if self.complete:
+            self.trailing = True  # another response after ours: nobody asked for it
+        elif self.informational:
+            self.reason, self.headers = b"", []  # the final head after 1xx ones
+
+    def on_status(self, reason: bytes) -> None:
+        self.reason += reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self.head_done:
+            return  # a trailer after a chunked body: not needed
+        self.head_size += len(name) + len(value) + 4
+        if self.head_size > MAX_HEAD:
+            raise httpx.RemoteProtocolError("response head too large")
+        if not _FIELD_VALUE.fullmatch(value):
+            raise httpx.RemoteProtocolError(f"invalid value in response header {name[:40]!r}")
+        self.headers.append((name, value.strip(b" \t")))
+
+    def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code()
+        if 100 <= status < 200:
+            self.informational += 1
+            if self.informational > MAX_INFORMATIONAL:
+                raise httpx.RemoteProtocolError("too many informational (1xx) responses")
+            return
+        self.status = status
+        self.head_done = True
+        self._keep_alive = self.parser.should_keep_alive()
+        coding = b",".join(v for n, v in self.headers if n.lower() == b"transfer-encoding")
+        if coding and coding.strip(b" \t").lower() != b"chunked":
+            # As h11: chunked is the only transfer coding; stacked or unknown ones are refused.
+            raise httpx.RemoteProtocolError(f"unsupported Transfer-Encoding {coding[:40]!r}")
+        has_length = self.header(b"content-length") is not None
+        self.framed = bool(coding) or has_length or status in (204, 304)
+
+    def on_body(self, piece: bytes) -> None:
+        if not self.complete:
+            self.pieces.append(piece)
+
+    def on_message_complete(self) -> None:
+        if self.head_done and not self.complete:
+            self.complete = True
+
+
+async def _receive(connection: _Connection, parser: _ResponseParser) -> None:
+    """Hand the next bytes from the server to the parser, or tell it the stream ended."""
+    count = await connection.fill()
+    if count:
+        parser.feed(connection.buffer[:count])
+    else:
+        parser.end_of_stream()
+
+
+async def _read_head(connection: _Connection, parser: _ResponseParser) -> None:
+    """Read until the final (non-1xx) response head has been parsed."""
+    while not parser.head_done:
+        await _receive(connection, parser)
 
 
 class _Body(httpx.AsyncByteStream):
-    """The response body: Content-Length, chunked, or until the server closes."""
+    """The response body, as llhttp hands it out piece by piece."""
 
     def __init__(
-        self,
-        wire: _Wire,
-        status: int,
-        headers: list[tuple[bytes, bytes]],
-        done: Callable[[bool], None],
+        self, connection: _Connection, parser: _ResponseParser, done: Callable[[bool], None]
     ) -> None:
-        self.wire = wire
+        self.connection = connection
+        self.parser = parser
         self.done = done  # called once: True when the connection can serve again
         self.finished = False
-        values = {name.lower(): value for name, value in headers}
-        # Reusable only when the body's end is known and nobody asked to close.
-        self.keep_alive = b"close" not in values.get(b"connection", b"").lower()
-        self.chunked = b"chunked" in values.get(b"transfer-encoding", b"").lower()
-        self.encoded = values.get(b"content-encoding", b"identity").lower() not in (
-            b"identity",
-            b"",
-        )
-        length = values.get(b"content-length")
-        if length is not None and not length.isdigit():
-            raise httpx.RemoteProtocolError(f"invalid Content-Length {length[:40]!r}")
-        self.length = None if self.chunked or length is None else int(length)
-        if status in (204, 304):
-            self.length, self.chunked = 0, False  # no body, whatever the headers say
+        encoding = (parser.header(b"content-encoding") or b"").lower()
+        self.encoded = encoding not in (b"identity", b"")
 
     async def read_small(self) -> bytes | None:
-        """The whole body when it is small, not encoded, and framed by its length.
+        """The whole body when it is small and not encoded, else None (a stream).
 
         Such a body (a QIDO answer, metadata, a frame) is read here at once and
-        the connection released, which spares it the streaming machinery. Any
-        other body stays a stream; an encoded one is inflated in bounded pieces
-        (`_parts`), never all at once.
+        the connection released, which spares it the streaming machinery. An
+        encoded body is inflated in bounded pieces (`_parts`), never all at once.
         """
-        if self.length is None or self.length > SMALL_BODY or self.encoded:
+        parser = self.parser
+        if self.encoded or not (parser.complete or self._announced_small()):
             return None
-        while len(self.wire.buffer) < self.length:
-            chunk = await self.wire.recv()
-            if not chunk:
-                raise httpx.RemoteProtocolError(_EARLY_CLOSE)
-            self.wire.buffer += chunk
-        content = self.wire.buffer[: self.length]
-        self.wire.buffer = self.wire.buffer[self.length :]
-        self._finish(self.keep_alive and not self.wire.buffer)
+        while not parser.complete:
+            await _receive(self.connection, parser)
+            if parser.fed > MAX_HEAD + SMALL_BODY:  # a chunked answer larger than announced
+                return None
+        content = b"".join(parser.pieces)
+        parser.pieces = []
+        self._finish(parser.reusable())
         return content
 
+    def _announced_small(self) -> bool:
+        length = self.parser.header(b"content-length")
+        return length is not None and int(length) <= SMALL_BODY  # llhttp checked the digits
+
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        if self.chunked:
-            source = self._dechunked()
-        elif self.length is not None:
-            source = self._counted(self.length)
-        else:
-            source = self._raw()  # until the server closes
-        async for chunk in source:
-            yield chunk
-        framed = self.chunked or self.length is not None
-        self._finish(self.keep_alive and framed and not self.wire.buffer)
+        parser = self.parser
+        while True:
+            if parser.pieces:
+                pieces, parser.pieces = parser.pieces, []
+                yield pieces[0] if len(pieces) == 1 else b"".join(pieces)
+            if parser.complete:
+                break
+            await _receive(self.connection, parser)
+        self._finish(parser.reusable())
 
     def _finish(self, reusable: bool) -> None:
         if not self.finished:
             self.finished = True
             self.done(reusable)
 
-    async def _raw(self) -> AsyncIterator[bytes]:
-        if self.wire.buffer:
-            data, self.wire.buffer = self.wire.buffer, b""
-            yield data
-        while chunk := await self.wire.recv():
-            yield chunk
-
-    async def _counted(self, remaining: int) -> AsyncIterator[bytes]:
-        if not remaining:
-            return
-        async for chunk in self._raw():
-            if len(chunk) >= remaining:
-                yield chunk[:remaining]
-                self.wire.buffer = chunk[remaining:]  # bytes past the body: not reusable
-                return
-            remaining -= len(chunk)
-            yield chunk
-        if remaining:
-            raise httpx.RemoteProtocolError(_EARLY_CLOSE)
-
-    async def _dechunked(self) -> AsyncIterator[bytes]:
-        reader = _ChunkedReader(self._raw())
-        async for piece in reader:
-            yield piece
-        self.wire.buffer = reader.leftover
-
     async def aclose(self) -> None:
         self._finish(False)  # not read to the end: the connection's state is unknown
-
-
-class _ChunkedReader:
-    """Transfer-Encoding: chunked, decoded without copying chunk bodies twice."""
-
-    def __init__(self, raw: AsyncIterator[bytes]) -> None:
-        self.raw = raw
-        self.pending = b""
-        self.leftover = b""
-
-    async def _more(self) -> None:
-        try:
-            self.pending += await self.raw.__anext__()
-        except StopAsyncIteration:
-            raise httpx.RemoteProtocolError("chunked body ended early") from None
-
-    async def _line(self) -> bytes:
-        while (end := self.pending.find(b"\r\n")) < 0:
-            if len(self.pending) > MAX_HEAD:
-                raise httpx.RemoteProtocolError("chunk header too long")
-            await self._more()
-        line, self.pending = self.pending[:end], self.pending[end + 2 :]
-        return line
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        while True:
-            size_text = (await self._line()).split(b";", 1)[0].strip()
-            try:
-                size = int(size_text, 16)
-            except ValueError:
-                raise httpx.RemoteProtocolError(f"bad chunk size {size_text[:20]!r}") from None
-            if size == 0:
-                while await self._line():
-                    pass  # trailers, up to the empty line
-                self.leftover = self.pending
-                return
-            while size:
-                if not self.pending:
-                    await self._more()
-                piece, self.pending = self.pending[:size], self.pending[size:]
-                size -= len(piece)
-                yield piece
-            if await self._line():
-                raise httpx.RemoteProtocolError("chunk not followed by CRLF")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import importlib.util
 import json
 import logging
 import os
@@ -23,6 +24,7 @@ from aiodicomweb._download import DownloadResult, ProgressCallback, Strategy
 from aiodicomweb._exceptions import (
     DicomWebHTTPError,
     DicomWebUsageError,
+    MissingDependencyError,
     UnexpectedResponseError,
 )
 from aiodicomweb._media import (
@@ -37,7 +39,8 @@ from aiodicomweb._parts import MultipartStream
 from aiodicomweb._retry import RetryPolicy
 from aiodicomweb._store import StoreProgressCallback, StoreSource
 from aiodicomweb._stow import StoreResult
-from aiodicomweb._transport import HttpClient, Transport, http_transport
+from aiodicomweb._tls import TlsSettings
+from aiodicomweb._transport import HttpClient, Transport, client_transports
 from aiodicomweb._urls import (
     Level,
     build_query,
@@ -156,28 +159,33 @@ class AsyncDicomWebClient:
         self._orthanc = (orthanc_url or self.url.rsplit("/", 1)[0]).rstrip("/")
         self.delete_strategy: DeleteStrategy = delete_strategy
         self.chunk_size = chunk_size
+        if http2 and importlib.util.find_spec("h2") is None:
+            raise MissingDependencyError(
+                'http2=True needs the h2 package: pip install "aiodicomweb[http2]"'
+            )
         limits = httpx.Limits(
             max_connections=max_connections, max_keepalive_connections=max_connections
         )
+        mounts: dict[str, httpx.AsyncBaseTransport | None] = {}
         if transport is None:
-            transport = http_transport(
-                verify=verify, cert=cert, http2=http2, limits=limits, proxy=proxy
+            tls = TlsSettings(verify, cert, trust_env)
+            transport, mounts = client_transports(
+                tls, http2=http2, limits=limits, proxy=proxy, trust_env=trust_env
             )
-            if not http2 and proxy is None:
-                transport = BulkTransport(transport, max_connections)
         auth = make_auth(auth)
         http = HttpClient(
             auth=auth,
             headers=headers,
             timeout=timeout,
             transport=transport,
+            mounts=mounts,
             cookies=cookies,
             trust_env=trust_env,
             follow_redirects=True,
         )
         direct = None
         if isinstance(transport, BulkTransport):
-            direct = DirectGets(http, transport, self.url, auth, trust_env)
+            direct = DirectGets(http, transport, self.url, auth)
         self._transport = Transport(http, retry, direct)
 
     def __repr__(self) -> str:
@@ -199,8 +207,8 @@ class AsyncDicomWebClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close every connection of the client."""
-        await self._transport.http.aclose()
+        """Close every connection of the client; every later call raises `ClientClosedError`."""
+        await self._transport.aclose()
 
     # -- QIDO-RS -------------------------------------------------------------
 

@@ -9,6 +9,7 @@ subclasses and are not wrapped.
 from __future__ import annotations
 
 __all__ = [
+    "ClientClosedError",
     "DicomWebError",
     "DicomWebHTTPError",
     "DicomWebServerError",
@@ -16,6 +17,7 @@ __all__ = [
     "DicomWebTransportError",
     "DicomWebUsageError",
     "InvalidUIDError",
+    "MissingDependencyError",
     "MultipartError",
     "MultipartUnsupportedError",
     "StoreFailedError",
@@ -125,6 +127,14 @@ class DicomWebUsageError(DicomWebError, ValueError):
 
 class InvalidUIDError(DicomWebUsageError):
     """A value is not a valid DICOM UID (digits and dots, at most 64 characters)."""
+
+
+class ClientClosedError(DicomWebUsageError, RuntimeError):
+    """The client was closed; it sends nothing more."""
+
+
+class MissingDependencyError(DicomWebUsageError, ImportError):
+    """An option needs a package that is not installed (the message says which extra)."""
 
 
 def excerpt(text: str, limit: int = _EXCERPT_LIMIT) -> str:

@@ -22,6 +22,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from aiodicomweb._client import AsyncDicomWebClient
+from aiodicomweb._exceptions import ClientClosedError
 from aiodicomweb._parts import MultipartStream, Part
 
 __all__ = ["DicomWebClient", "SyncPart"]
@@ -168,7 +169,7 @@ class DicomWebClient:
 
     def _call(self, function: Callable[[], Awaitable[R]]) -> R:
         if self.closed:
-            raise RuntimeError("this DicomWebClient is closed")
+            raise ClientClosedError("this DicomWebClient is closed")
         return self._portal.call(function)
 
     @contextmanager
@@ -176,7 +177,7 @@ class DicomWebClient:
         self, cm: AbstractAsyncContextManager[MultipartStream]
     ) -> Iterator[Iterator[SyncPart]]:
         if self.closed:
-            raise RuntimeError("this DicomWebClient is closed")
+            raise ClientClosedError("this DicomWebClient is closed")
         with self._portal.wrap_async_context_manager(cm) as parts:
             yield (SyncPart(part, self._portal) for part in self._iterate(parts))
 

@@ -14,14 +14,21 @@ from typing import Any
 
 import httpcore
 import httpx
+from httpx._utils import get_environment_proxies
 
-from aiodicomweb._bulk import READ_SIZE
+from aiodicomweb._bulk import READ_SIZE, BulkTransport
 from aiodicomweb._direct import DirectGets
-from aiodicomweb._exceptions import DicomWebHTTPError, excerpt, translate_httpx_error
+from aiodicomweb._exceptions import (
+    ClientClosedError,
+    DicomWebHTTPError,
+    excerpt,
+    translate_httpx_error,
+)
 from aiodicomweb._retry import RetryPolicy, parse_retry_after, retrying
+from aiodicomweb._tls import TlsSettings
 from aiodicomweb._urls import redact_url
 
-__all__ = ["HttpClient", "Transport", "http_transport"]
+__all__ = ["HttpClient", "Transport", "client_transports", "http_transport"]
 
 logger = logging.getLogger("aiodicomweb")
 _ERROR_BODY_LIMIT = 4096
@@ -68,6 +75,12 @@ class Transport:
         self.http = http
         self.retry = retry
         self.direct = direct
+        self.closed = False
+
+    async def aclose(self) -> None:
+        """Close every connection; every request after this raises `ClientClosedError`."""
+        self.closed = True
+        await self.http.aclose()
 
     async def request(
         self,
@@ -140,6 +153,8 @@ class Transport:
     async def _send(
         self, method: str, url: str, headers: Mapping[str, str] | None, body: Any
     ) -> httpx.Response:
+        if self.closed:
+            raise ClientClosedError(f"{method} {redact_url(url)}: the client is closed")
         try:
             response = None
             if self.direct is not None and method == "GET" and body is None:
@@ -242,6 +257,56 @@ class _LargeReadBackend(httpcore.AsyncNetworkBackend):
 
     async def sleep(self, seconds: float) -> None:
         await self._inner.sleep(seconds)
+
+
+class _Deferred(httpx.AsyncBaseTransport):
+    """An httpx transport made at its first request: its TLS context costs tens of ms."""
+
+    def __init__(self, build: Callable[[], httpx.AsyncBaseTransport]) -> None:
+        self.build = build
+        self.transport: httpx.AsyncBaseTransport | None = None
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self.transport is None:
+            self.transport = self.build()
+        return await self.transport.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        if self.transport is not None:
+            await self.transport.aclose()
+
+
+def client_transports(
+    tls: TlsSettings,
+    *,
+    http2: bool,
+    limits: httpx.Limits,
+    proxy: str | httpx.Proxy | None,
+    trust_env: bool,
+) -> tuple[httpx.AsyncBaseTransport, dict[str, httpx.AsyncBaseTransport | None]]:
+    """The client's transport and its proxy mounts, as httpx would choose them.
+
+    GETs that go through no proxy take the fast path (`BulkTransport`), unless
+    HTTP/2 is asked for; everything else takes httpx's own transport. Proxies
+    from the environment are read by httpx's own function, so that they are
+    honoured exactly as httpx honours them (NO_PROXY included).
+    """
+
+    def httpx_transport(via: str | httpx.Proxy | None = None) -> httpx.AsyncBaseTransport:
+        return _Deferred(
+            lambda: http_transport(verify=tls.context(), http2=http2, limits=limits, proxy=via)
+        )
+
+    if proxy is not None:
+        return httpx_transport(proxy), {}
+    mounts: dict[str, httpx.AsyncBaseTransport | None] = {}
+    if trust_env:
+        for pattern, url in get_environment_proxies().items():
+            mounts[pattern] = None if url is None else httpx_transport(url)
+    inner = httpx_transport()
+    if http2:
+        return inner, mounts
+    return BulkTransport(inner, tls.context, limits.max_connections or 8), mounts
 
 
 def http_transport(**options: Any) -> httpx.AsyncHTTPTransport:

@@ -80,7 +80,7 @@ _HTTP = httpx.AsyncClient()  # never sends: DirectGets reads its headers and set
 
 
 def direct_for(base_url: str) -> DirectGets:
-    return DirectGets(_HTTP, None, base_url, None, trust_env=False)  # type: ignore[arg-type]
+    return DirectGets(_HTTP, None, base_url, None)  # type: ignore[arg-type]
 
 
 URL_TEXT = st.lists(

@@ -1,0 +1,263 @@
+"""The fast path's framing as a hostile server meets it, closed clients, and missing extras.
+
+Real sockets (the scripted loopback server): each malformed answer is refused as
+h11 refuses it, with a `ConnectionError` subclass and without hanging; the
+answers h11 accepts are read.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+
+from aiodicomweb import (
+    AsyncDicomWebClient,
+    ClientClosedError,
+    DicomWebClient,
+    DicomWebTransportError,
+    DicomWebUsageError,
+    MissingDependencyError,
+)
+from aiodicomweb._bulk import BulkTransport
+from tests.support.rawserver import raw_server, reset
+
+pytestmark = pytest.mark.anyio
+
+JSON_HEAD = "HTTP/1.1 200 OK\r\nContent-Type: application/dicom+json\r\n"
+STUDY = '[{"0020000D": {"vr": "UI", "Value": ["1.2.3"]}}]'
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def answer(data: bytes, hold: bool = False):
+    """Send `data` on every connection; with `hold`, keep it open until the client closes."""
+
+    def script(sock: socket.socket) -> None:
+        sock.sendall(data)
+        sock.settimeout(10)
+        while hold and sock.recv(65536):
+            pass  # the refusal must come from parsing, not from the end of the stream
+
+    return lambda path: script
+
+
+def chunked_answer(size_line: str, body: bytes = b"ab") -> bytes:
+    head = JSON_HEAD + "Transfer-Encoding: chunked\r\n\r\n"
+    return head.encode() + size_line.encode() + b"\r\n" + body + b"\r\n0\r\n\r\n"
+
+
+def no_tls() -> Any:
+    raise AssertionError("no TLS here")
+
+
+async def search(url: str) -> list[dict[str, Any]]:
+    async with AsyncDicomWebClient(url, retry=None, timeout=10) as client:
+        return await client.search_studies()
+
+
+MALFORMED = [
+    # Chunk sizes that are not plain hex: -1 once looped forever without awaiting.
+    *(
+        pytest.param(chunked_answer(line), id=f"chunk-size-{name}")
+        for name, line in [
+            ("minus-one", "-1"),
+            ("plus", "+2"),
+            ("0x", "0x2"),
+            ("underscore", "0_2"),
+            ("leading-space", " 2"),
+            ("overflow", "f" * 20),
+        ]
+    ),
+    pytest.param(chunked_answer("4", b"ab"), id="chunk-shorter-than-its-size"),
+    pytest.param(
+        (JSON_HEAD + "Content-Length: 2\r\nContent-Length: 3\r\n\r\n[] ").encode(),
+        id="conflicting-content-lengths",
+    ),
+    pytest.param((JSON_HEAD + "Content-Length: -2\r\n\r\n[]").encode(), id="negative-length"),
+    pytest.param((JSON_HEAD + "Content-Length: 2, 3\r\n\r\n[]").encode(), id="length-list"),
+    *(
+        pytest.param(
+            (JSON_HEAD + f"Transfer-Encoding: {coding}\r\n\r\n2\r\n[]\r\n0\r\n\r\n").encode(),
+            id=f"transfer-encoding-{name}",
+        )
+        for name, coding in [
+            ("chunked-gzip", "chunked, gzip"),
+            ("gzip-chunked", "gzip, chunked"),
+            ("substring", "xchunkedx"),
+            ("gzip", "gzip"),
+            ("stacked", "chunked\r\nTransfer-Encoding: chunked"),
+        ]
+    ),
+    pytest.param(
+        (
+            JSON_HEAD
+            + "Transfer-Encoding: chunked\r\nContent-Length: 2\r\n\r\n2\r\n[]\r\n0\r\n\r\n"
+        ).encode(),
+        id="length-and-chunked",
+    ),
+    pytest.param((JSON_HEAD + "X-A: a\x00b\r\nContent-Length: 2\r\n\r\n[]").encode(), id="nul"),
+    pytest.param((JSON_HEAD + "X-A : a\r\nContent-Length: 2\r\n\r\n[]").encode(), id="space-name"),
+    pytest.param(b"HTTP/1.1 2000 OK\r\nContent-Length: 0\r\n\r\n", id="four-digit-status"),
+    pytest.param(b"SMTP ready\r\n\r\n", id="not-http"),
+    pytest.param(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\nxx", id="upgrade"),
+    pytest.param(b"HTTP/1.1 100 Continue\r\n\r\n" * 40, id="endless-100-continue"),
+    pytest.param((JSON_HEAD + "X-Big: " + "a" * 70000 + "\r\n\r\n").encode(), id="huge-head"),
+    pytest.param(JSON_HEAD.encode() + b"X-Endless: " + b"a" * 200_000, id="endless-head"),
+]
+
+
+@pytest.mark.parametrize("data", MALFORMED)
+async def test_malformed_answers_are_refused_as_connection_errors(data: bytes) -> None:
+    with raw_server(answer(data, hold=True)) as url:
+        with pytest.raises(DicomWebTransportError) as caught:
+            await search(url)
+    assert isinstance(caught.value, ConnectionError)
+
+
+ACCEPTED = [
+    pytest.param(chunked_answer("2;name=value", b"[]"), id="chunk-extension"),
+    pytest.param(chunked_answer("2", b"[]")[:-2] + b"X-Trailer: 1\r\n\r\n", id="trailer"),
+    pytest.param(
+        (JSON_HEAD + "Transfer-Encoding: Chunked\r\n\r\n2\r\n[]\r\n0\r\n\r\n").encode(),
+        id="chunked-in-capitals",
+    ),
+    pytest.param(
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n"
+        + (JSON_HEAD + "Content-Length: 2\r\n\r\n[]").encode(),
+        id="after-1xx-heads",
+    ),
+    pytest.param((JSON_HEAD + "\r\n[]").encode(), id="close-delimited"),
+    pytest.param(
+        (JSON_HEAD + "X-Folded: first\r\n  second\r\nContent-Length: 2\r\n\r\n[]").encode(),
+        id="obs-fold",
+    ),
+]
+
+
+@pytest.mark.parametrize("data", ACCEPTED)
+async def test_answers_h11_accepts_are_read(data: bytes) -> None:
+    with raw_server(answer(data)) as url:
+        assert await search(url) == []
+
+
+async def test_an_obs_folded_header_is_joined_with_a_space_as_h11_does() -> None:
+    data = JSON_HEAD + 'Warning: 299 pacs\r\n "more results"\r\nContent-Length: 2\r\n\r\n[]'
+    transport = BulkTransport(httpx.MockTransport(lambda request: httpx.Response(500)), no_tls)
+    with raw_server(answer(data.encode())) as url:
+        async with httpx.AsyncClient(transport=transport) as client:
+            response = await client.get(url + "/studies")
+    assert response.headers["warning"] == '299 pacs "more results"'
+
+
+async def test_a_reset_after_part_of_a_close_delimited_body_is_an_error_not_its_end() -> None:
+    def script(sock: socket.socket) -> None:
+        sock.sendall((JSON_HEAD + "\r\n").encode() + STUDY.encode()[:10])
+        time.sleep(0.2)
+        reset(sock)
+
+    with raw_server(lambda path: script) as url:
+        with pytest.raises(DicomWebTransportError):
+            await search(url)
+
+
+# -- closed means closed -------------------------------------------------------------
+
+ASYNC_CALLS = [
+    pytest.param(lambda c, d: c.search_studies(), id="search_studies"),
+    pytest.param(lambda c, d: c.search_series("1.2"), id="search_series"),
+    pytest.param(lambda c, d: c.retrieve_instance("1.2", "1.3", "1.4"), id="retrieve_instance"),
+    pytest.param(lambda c, d: c.retrieve_series_metadata("1.2", "1.3"), id="metadata"),
+    pytest.param(lambda c, d: c.retrieve_frames("1.2", "1.3", "1.4", [1]), id="frames"),
+    pytest.param(lambda c, d: c.download_series("1.2", "1.3", d / "out"), id="download"),
+    pytest.param(
+        lambda c, d: c.download_series("1.2", "1.3", d / "o", strategy="per_instance"),
+        id="download_per_instance",
+    ),
+    pytest.param(lambda c, d: c.download_study("1.2", d / "out"), id="download_study"),
+    pytest.param(lambda c, d: c.store([b"DICM"]), id="store"),
+    pytest.param(lambda c, d: c.delete_study("1.2"), id="delete"),
+]
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+@pytest.mark.parametrize("call", ASYNC_CALLS)
+async def test_every_call_on_a_closed_client_is_refused_before_any_request(
+    call: Any, scheme: str, tmp_path: Path
+) -> None:
+    heads: list[bytes] = []
+    with raw_server(answer((JSON_HEAD + "Content-Length: 2\r\n\r\n[]").encode()), heads) as url:
+        client = AsyncDicomWebClient(url.replace("http:", f"{scheme}:"), retry=None)
+        await client.aclose()
+        with pytest.raises(ClientClosedError, match="closed"):
+            await call(client, tmp_path)
+        with pytest.raises(ClientClosedError):
+            async with client.stream_series("1.2", "1.3"):
+                pass
+        with pytest.raises(ClientClosedError):
+            async for _ in client.search_pages("studies"):
+                pass
+    assert heads == []
+    assert list(tmp_path.iterdir()) == []
+    assert isinstance(ClientClosedError("x"), (RuntimeError, DicomWebUsageError))
+
+
+def test_every_call_on_a_closed_sync_client_is_refused_before_any_request(
+    tmp_path: Path,
+) -> None:
+    heads: list[bytes] = []
+    with raw_server(answer((JSON_HEAD + "Content-Length: 2\r\n\r\n[]").encode()), heads) as url:
+        client = DicomWebClient(url, retry=None)
+        client.close()
+        with pytest.raises(ClientClosedError):
+            client.search_studies()
+        with pytest.raises(ClientClosedError):
+            client.download_series("1.2", "1.3", tmp_path / "out")
+        with pytest.raises(ClientClosedError):
+            list(client.search_pages("studies"))
+        with pytest.raises(ClientClosedError):
+            with client.stream_series("1.2", "1.3"):
+                pass
+    assert heads == []
+
+
+# -- extras ---------------------------------------------------------------------------
+
+
+def test_http2_without_h2_is_refused_at_construction_naming_the_extra(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real_find_spec = importlib.util.find_spec
+
+    def find_spec(name: str, *args: Any) -> Any:
+        return None if name == "h2" else real_find_spec(name, *args)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    with pytest.raises(MissingDependencyError, match=r'pip install "aiodicomweb\[http2\]"') as e:
+        AsyncDicomWebClient("https://pacs.test/dicom-web", http2=True)
+    assert isinstance(e.value, ImportError)
+    AsyncDicomWebClient("https://pacs.test/dicom-web")  # HTTP/1.1 needs nothing more
+
+
+async def test_a_client_that_never_connects_over_tls_builds_no_tls_context(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import ssl
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("an SSLContext was built for a plain-http client")
+
+    monkeypatch.setattr(ssl, "create_default_context", refuse)
+    with raw_server(answer((JSON_HEAD + "Content-Length: 2\r\n\r\n[]").encode())) as url:
+        async with AsyncDicomWebClient(url, retry=None) as client:
+            assert await client.search_studies() == []
+    await anyio.lowlevel.checkpoint()
