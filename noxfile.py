@@ -13,31 +13,45 @@ import nox
 ROOT = Path(__file__).parent
 PYPROJECT = nox.project.load_toml(ROOT / "pyproject.toml")
 INSTALL_SCRIPT = ROOT / "scripts" / "install-orthanc.sh"
-sys.path.insert(0, str(ROOT))  # the fixtures' Orthanc lookup (standard library only)
+sys.path.insert(0, str(ROOT))  # the fixtures' Orthanc and nginx lookups (standard library only)
 
 from tests.support.orthanc import (  # noqa: E402
     INSTALL_HINT,
     OrthancUnavailableError,
     find_orthanc,
 )
+from tests.support.tls import INSTALL_HINT as NGINX_INSTALL_HINT  # noqa: E402
+from tests.support.tls import NginxUnavailableError, find_nginx  # noqa: E402
 
 nox.options.sessions = ["lint", "typecheck", "tests"]
 nox.options.reuse_venv = "yes"
 
 
+def nginx_missing() -> bool:
+    """Whether the HTTPS tests' nginx front is missing (the same lookup as the fixtures)."""
+    try:
+        find_nginx()
+        return False
+    except NginxUnavailableError:
+        return True
+
+
 def ensure_orthanc(session: nox.Session) -> None:
-    """Install Orthanc through the project's script when possible, else stop clearly."""
+    """Install Orthanc and nginx through the project's script when possible, else stop clearly."""
     try:
         find_orthanc()  # the same lookup as the test fixtures
-        return
+        if not nginx_missing():
+            return
     except OrthancUnavailableError:
         pass
     if os.geteuid() == 0 and shutil.which("apt-get"):
-        session.log("Orthanc is missing: installing it with scripts/install-orthanc.sh")
+        session.log("Orthanc or nginx is missing: installing them with scripts/install-orthanc.sh")
         subprocess.run(["bash", str(INSTALL_SCRIPT)], check=True)
         return
     session.error(
-        "Orthanc with its DICOMweb plugin is required for the integration tests. " + INSTALL_HINT
+        "Orthanc with its DICOMweb plugin, and nginx, are required for the integration tests. "
+        + INSTALL_HINT
+        + (" " + NGINX_INSTALL_HINT if nginx_missing() else "")
     )
 
 

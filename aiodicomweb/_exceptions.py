@@ -143,6 +143,18 @@ def excerpt(text: str, limit: int = _EXCERPT_LIMIT) -> str:
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
+def _underlying_reason(error: BaseException) -> str:
+    """The message of the OS or TLS error beneath one that has none (httpx on trio)."""
+    seen: BaseException | None = error.__cause__ or error.__context__
+    for _ in range(8):  # a chain, not a cycle
+        if seen is None:
+            break
+        if isinstance(seen, OSError) and str(seen):
+            return str(seen)
+        seen = seen.__cause__ or seen.__context__
+    return ""
+
+
 def translate_httpx_error(error: Exception, what: str) -> DicomWebError:
     """The one place where httpx exceptions become ours.
 
@@ -154,7 +166,7 @@ def translate_httpx_error(error: Exception, what: str) -> DicomWebError:
     """
     import httpx
 
-    detail = str(error) or type(error).__name__
+    detail = str(error) or _underlying_reason(error) or type(error).__name__
     if isinstance(error, httpx.UnsupportedProtocol):
         return DicomWebUsageError(f"{what}: unsupported URL scheme ({detail})")
     if isinstance(error, (httpx.LocalProtocolError, httpx.InvalidURL)):

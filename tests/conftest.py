@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
+from tests.support.certs import Certificates
 from tests.support.corpus import Corpus, upload_instances
 from tests.support.dicomgen import TEST_CORPUS, generate_series
 from tests.support.orthanc import OrthancServer, OrthancUnavailableError
+from tests.support.proxy import ForwardProxy
+from tests.support.tls import NginxUnavailableError, TlsFront
 
 AUTH_USER = "radiologist"
 AUTH_PASSWORD = "s3cret-Pa55word"
@@ -54,3 +59,58 @@ def corpus_auth(orthanc_auth: OrthancServer) -> Corpus:
     instances = list(generate_series(TEST_CORPUS[0]))
     upload_instances(orthanc_auth, instances)
     return Corpus(instances)
+
+
+@pytest.fixture(scope="session")
+def certificates() -> Iterator[Certificates]:
+    """This session's throw-away CA, server, wrong-host, self-signed and client certificates."""
+    certs = Certificates()
+    yield certs
+    shutil.rmtree(certs.folder, ignore_errors=True)
+
+
+def _front(
+    orthanc: OrthancServer, certificate: Path, client_ca: Path | None = None
+) -> Iterator[TlsFront]:
+    front = TlsFront(orthanc.root, certificate, client_ca=client_ca)
+    try:
+        front.start()
+    except NginxUnavailableError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    yield front
+    front.stop()
+
+
+@pytest.fixture(scope="session")
+def orthanc_https(orthanc: OrthancServer, certificates: Certificates) -> Iterator[TlsFront]:
+    """nginx serving `orthanc` over HTTPS with a certificate for 127.0.0.1, signed by our CA."""
+    yield from _front(orthanc, certificates.server)
+
+
+@pytest.fixture(scope="session")
+def https_wrong_host(orthanc: OrthancServer, certificates: Certificates) -> Iterator[TlsFront]:
+    """Like `orthanc_https`, but its certificate names dicom.example.org, not 127.0.0.1."""
+    yield from _front(orthanc, certificates.wrong_host)
+
+
+@pytest.fixture(scope="session")
+def https_self_signed(orthanc: OrthancServer, certificates: Certificates) -> Iterator[TlsFront]:
+    """Like `orthanc_https`, but its certificate comes from a CA no client trusts."""
+    yield from _front(orthanc, certificates.self_signed)
+
+
+@pytest.fixture(scope="session")
+def https_mtls(orthanc: OrthancServer, certificates: Certificates) -> Iterator[TlsFront]:
+    """Like `orthanc_https`, but requiring a client certificate signed by our CA.
+
+    nginx completes the handshake without one and answers HTTP 400 ("No required SSL
+    certificate was sent") rather than failing the handshake.
+    """
+    yield from _front(orthanc, certificates.server, client_ca=certificates.ca)
+
+
+@pytest.fixture
+def forward_proxy() -> Iterator[ForwardProxy]:
+    """A recording HTTP forward proxy on loopback (plain-HTTP forwarding and CONNECT)."""
+    with ForwardProxy() as proxy:
+        yield proxy

@@ -1,18 +1,30 @@
-"""Smoke tests that prove the test infrastructure itself: Orthanc, auth, corpus."""
+"""Smoke tests that prove the test infrastructure itself: Orthanc, auth, corpus, and
+the nginx TLS fronts and forward proxy of the HTTPS tests (standard library clients only).
+"""
 
 from __future__ import annotations
 
 import base64
+import http.client
 import json
+import re
+import socket
+import ssl
+import threading
+import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 
 from tests.conftest import AUTH_PASSWORD, AUTH_USER
-from tests.support.corpus import Corpus, stored_bytes
+from tests.support.certs import Certificates
+from tests.support.corpus import Corpus, orthanc_id, stored_bytes
 from tests.support.dicomgen import TEST_CORPUS
 from tests.support.orthanc import OrthancServer
+from tests.support.proxy import ForwardProxy
+from tests.support.tls import NginxUnavailableError, TlsFront
 
 
 def _get_json(url: str, headers: dict[str, str] | None = None) -> object:
@@ -54,6 +66,7 @@ def test_corpus_has_multiframe_and_compressed_instances(corpus: Corpus):
 def test_auth_orthanc_refuses_requests_without_credentials(orthanc_auth: OrthancServer):
     with pytest.raises(urllib.error.HTTPError) as caught:
         _get_json(f"{orthanc_auth.dicomweb_url}/studies")
+    caught.value.close()  # the error holds the connection open
     assert caught.value.code == 401
 
 
@@ -71,3 +84,333 @@ def test_orthanc_fixture_listens_on_loopback_only_config(orthanc: OrthancServer)
     assert config["RemoteAccessAllowed"] is False
     assert config["DicomServerEnabled"] is False
     assert orthanc.root.startswith("http://127.0.0.1:")
+
+
+# TLS fronts -------------------------------------------------------------------------
+
+
+def _trusting_our_ca(certificates: Certificates) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(certificates.ca))
+
+
+def _get(url: str, context: ssl.SSLContext) -> bytes:
+    with urllib.request.urlopen(url, context=context, timeout=30) as response:
+        assert response.status == 200
+        return bytes(response.read())
+
+
+def _verification_error(url: str, context: ssl.SSLContext) -> ssl.SSLCertVerificationError:
+    with pytest.raises(urllib.error.URLError) as caught:
+        _get(url, context)
+    assert isinstance(caught.value.reason, ssl.SSLCertVerificationError)
+    return caught.value.reason
+
+
+def test_https_front_serves_orthanc_to_a_client_trusting_our_ca(
+    orthanc_https: TlsFront, certificates: Certificates, corpus: Corpus
+):
+    context = _trusting_our_ca(certificates)
+    system = json.loads(_get(f"{orthanc_https.url}/system", context))
+    assert system["Name"] == "aiodicomweb-test"
+    studies = json.loads(_get(f"{orthanc_https.dicomweb_url}/studies", context))
+    assert set(corpus.study_uids) <= {study["0020000D"]["Value"][0] for study in studies}
+    assert orthanc_https.url == f"https://127.0.0.1:{orthanc_https.port}"
+    assert orthanc_https.dicomweb_url == orthanc_https.url + "/dicom-web"
+
+
+def test_https_front_speaks_tls_1_2_and_1_3(orthanc_https: TlsFront, certificates: Certificates):
+    for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
+        context = _trusting_our_ca(certificates)
+        context.minimum_version = context.maximum_version = version
+        with socket.create_connection(("127.0.0.1", orthanc_https.port), timeout=10) as raw:
+            with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+                assert tls.version() == version.name.replace("_", ".")
+
+
+def _alpn(front: TlsFront, certificates: Certificates) -> str | None:
+    context = _trusting_our_ca(certificates)
+    context.set_alpn_protocols(["h2", "http/1.1"])
+    with socket.create_connection(("127.0.0.1", front.port), timeout=10) as raw:
+        with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+            return tls.selected_alpn_protocol()
+
+
+def test_https_front_offers_http2_only_when_asked(
+    orthanc: OrthancServer, orthanc_https: TlsFront, certificates: Certificates
+):
+    assert _alpn(orthanc_https, certificates) == "http/1.1"
+    with TlsFront(orthanc.root, certificates.server, http2=True) as front:
+        assert _alpn(front, certificates) == "h2"
+
+
+def test_https_front_bulkdata_uris_point_back_at_the_front(
+    orthanc_https: TlsFront, certificates: Certificates, corpus: Corpus
+):
+    # Reached as `localhost`, to prove the client's Host reaches Orthanc unchanged.
+    spec = TEST_CORPUS[0]
+    front = f"https://localhost:{orthanc_https.port}"
+    url = f"{front}/dicom-web/studies/{spec.study_uid}/series/{spec.series_uid}/metadata"
+    instances = json.loads(_get(url, _trusting_our_ca(certificates)))
+    uris = [
+        element["BulkDataURI"]
+        for instance in instances
+        for element in instance.values()
+        if "BulkDataURI" in element
+    ]
+    assert len(uris) >= len(instances) == spec.instances
+    assert all(uri.startswith(f"{front}/dicom-web/studies/") for uri in uris)
+
+
+def test_https_front_is_refused_by_a_client_trusting_only_the_system_cas(
+    orthanc_https: TlsFront,
+):
+    error = _verification_error(f"{orthanc_https.url}/system", ssl.create_default_context())
+    assert error.verify_message == "unable to get local issuer certificate"
+
+
+def test_wrong_host_front_fails_the_hostname_check_only(
+    https_wrong_host: TlsFront, certificates: Certificates
+):
+    url = f"{https_wrong_host.url}/system"
+    error = _verification_error(url, _trusting_our_ca(certificates))
+    assert "mismatch" in error.verify_message
+    lenient = _trusting_our_ca(certificates)
+    lenient.check_hostname = False
+    assert json.loads(_get(url, lenient))["Name"] == "aiodicomweb-test"
+
+
+def test_self_signed_front_is_refused_by_a_client_trusting_our_ca(
+    https_self_signed: TlsFront, certificates: Certificates
+):
+    error = _verification_error(f"{https_self_signed.url}/system", _trusting_our_ca(certificates))
+    assert error.verify_message == "unable to get local issuer certificate"
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
+def test_mtls_front_answers_400_to_a_client_without_certificate(
+    https_mtls: TlsFront, certificates: Certificates, version: ssl.TLSVersion
+):
+    # nginx asks for a certificate but lets the handshake finish without one; the
+    # refusal is an HTTP answer, not a TLS alert.
+    context = _trusting_our_ca(certificates)
+    context.maximum_version = version
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        _get(f"{https_mtls.url}/system", context)
+    with caught.value as error:  # the error holds the connection open
+        body = error.read()
+    assert error.code == 400
+    assert b"No required SSL certificate was sent" in body
+
+
+def test_mtls_front_serves_a_client_with_a_certificate_from_our_ca(
+    https_mtls: TlsFront, certificates: Certificates
+):
+    context = _trusting_our_ca(certificates)
+    context.load_cert_chain(str(certificates.client))
+    assert json.loads(_get(f"{https_mtls.url}/system", context))["Name"] == "aiodicomweb-test"
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    """Process ids whose command line contains `text` (Linux /proc)."""
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if text.encode() in cmdline.read_bytes():
+                pids.append(int(cmdline.parent.name))
+        except OSError:
+            pass  # the process ended while we looked
+    return pids
+
+
+def test_tls_front_stop_reaps_nginx_and_removes_its_folder(
+    orthanc: OrthancServer, certificates: Certificates
+):
+    front = TlsFront(orthanc.root, certificates.server).start()
+    pid, workdir, port = front.pid, front.workdir, front.port
+    assert pid is not None
+    assert _processes_mentioning(str(workdir)) == [pid]
+    # An open keep-alive connection must not hold the shutdown up.
+    connection = http.client.HTTPSConnection(
+        "127.0.0.1", port, context=_trusting_our_ca(certificates), timeout=10
+    )
+    connection.request("GET", "/system")
+    assert connection.getresponse().read()
+    started = time.monotonic()
+    front.stop()
+    assert time.monotonic() - started < 5
+    connection.close()
+    assert front.pid is None
+    assert not Path(f"/proc/{pid}").exists()
+    assert _processes_mentioning(str(workdir)) == []
+    assert not workdir.exists()
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    front.stop()  # idempotent
+
+
+def test_tls_front_reports_a_missing_nginx_with_the_install_hint(
+    orthanc: OrthancServer,
+    certificates: Certificates,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+):
+    monkeypatch.setenv("NGINX_BIN", str(tmp_path / "no-such-nginx"))
+    front = TlsFront(orthanc.root, certificates.server)
+    with pytest.raises(NginxUnavailableError, match=re.escape("scripts/install-orthanc.sh")):
+        front.start()
+    assert not front.workdir.exists()
+
+
+def test_tls_front_fails_loudly_with_the_nginx_error_log(orthanc: OrthancServer, tmp_path: Path):
+    front = TlsFront(orthanc.root, tmp_path / "missing.pem")
+    with pytest.raises(NginxUnavailableError, match="exited") as caught:
+        front.start()
+    assert "cannot load certificate" in str(caught.value)
+    assert front.pid is None
+    assert not front.workdir.exists()
+
+
+# Forward proxy ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def _proxy_for_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stop urllib from bypassing the proxy for loopback because of a no_proxy setting."""
+    for name in ("no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def _opener_via(
+    proxy: ForwardProxy, context: ssl.SSLContext | None = None
+) -> urllib.request.OpenerDirector:
+    handlers: list[urllib.request.BaseHandler] = [
+        urllib.request.ProxyHandler({"http": proxy.url, "https": proxy.url})
+    ]
+    if context is not None:
+        handlers.append(urllib.request.HTTPSHandler(context=context))
+    return urllib.request.build_opener(*handlers)
+
+
+@pytest.mark.usefixtures("_proxy_for_loopback")
+def test_forward_proxy_relays_plain_http_and_records_the_request_line(
+    forward_proxy: ForwardProxy, orthanc: OrthancServer, corpus: Corpus
+):
+    url = f"{orthanc.dicomweb_url}/studies"
+    request = urllib.request.Request(url, headers={"Accept": "application/dicom+json"})
+    with _opener_via(forward_proxy).open(request, timeout=30) as response:
+        assert response.headers["Connection"] == "close"
+        studies = json.loads(response.read())
+    assert set(corpus.study_uids) <= {study["0020000D"]["Value"][0] for study in studies}
+    assert forward_proxy.requests == [f"GET {url} HTTP/1.1"]
+    assert forward_proxy.url == f"http://127.0.0.1:{forward_proxy.port}"
+
+
+def test_forward_proxy_relays_request_bodies(
+    forward_proxy: ForwardProxy, orthanc: OrthancServer, corpus: Corpus
+):
+    uid = corpus.instances[0].sop_instance_uid
+    url = f"{orthanc.root}/tools/lookup"
+    # Once with Content-Length, once chunked: both framings must reach Orthanc intact.
+    for body, chunked in (
+        (uid.encode(), False),
+        (iter([uid[:5].encode(), uid[5:].encode()]), True),
+    ):
+        connection = http.client.HTTPConnection("127.0.0.1", forward_proxy.port, timeout=30)
+        connection.request("POST", url, body=body, encode_chunked=chunked)
+        response = connection.getresponse()
+        matches = json.loads(response.read())
+        connection.close()
+        assert response.status == 200
+        assert [match["Type"] for match in matches] == ["Instance"]
+    assert forward_proxy.requests == [f"POST {url} HTTP/1.1"] * 2
+
+
+@pytest.mark.usefixtures("_proxy_for_loopback")
+def test_forward_proxy_tunnels_https_through_connect_and_records_it(
+    forward_proxy: ForwardProxy,
+    orthanc: OrthancServer,
+    orthanc_https: TlsFront,
+    certificates: Certificates,
+    corpus: Corpus,
+):
+    # The largest instance, so the tunnel carries many TLS records, not one.
+    instance = max(corpus.instances, key=lambda item: len(item.data))
+    instance_id = orthanc_id(orthanc, instance.sop_instance_uid, "Instance")
+    opener = _opener_via(forward_proxy, _trusting_our_ca(certificates))
+    with opener.open(f"{orthanc_https.url}/instances/{instance_id}/file", timeout=30) as response:
+        assert response.read() == instance.data
+    (line,) = forward_proxy.requests
+    # urllib sends HTTP/1.0 CONNECT lines before Python 3.12, HTTP/1.1 after.
+    assert re.fullmatch(rf"CONNECT 127\.0\.0\.1:{orthanc_https.port} HTTP/1\.[01]", line)
+
+
+def test_forward_proxy_relays_close_delimited_bodies_in_origin_form(
+    forward_proxy: ForwardProxy,
+):
+    # A scripted origin: no Content-Length, the body ends when the connection does.
+    body = bytes(range(256)) * 4096
+    received: list[bytes] = []
+    with socket.create_server(("127.0.0.1", 0)) as origin:
+        origin.settimeout(10)
+
+        def answer_once() -> None:
+            connection, _ = origin.accept()
+            with connection:
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    head += connection.recv(4096)
+                received.append(head)
+                connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: x-test/bytes\r\n\r\n" + body)
+
+        server = threading.Thread(target=answer_once)
+        server.start()
+        url = f"http://127.0.0.1:{origin.getsockname()[1]}/close/delimited?x=1"
+        connection = http.client.HTTPConnection("127.0.0.1", forward_proxy.port, timeout=10)
+        connection.request("GET", url, headers={"Proxy-Connection": "keep-alive"})
+        response = connection.getresponse()
+        assert response.status == 200
+        assert response.read() == body
+        connection.close()
+        server.join(10)
+    (head,) = received
+    lines = head.decode().split("\r\n")
+    assert lines[0] == "GET /close/delimited?x=1 HTTP/1.1"
+    assert "Connection: close" in lines
+    assert not any(line.lower().startswith("proxy-connection") for line in lines)
+
+
+def test_forward_proxy_answers_errors_it_can_explain(forward_proxy: ForwardProxy):
+    connection = http.client.HTTPConnection("127.0.0.1", forward_proxy.port, timeout=10)
+    connection.request("GET", "/origin-form/is/not/for/proxies")
+    assert connection.getresponse().status == 400
+    connection.close()
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        closed_port = unused.getsockname()[1]
+    connection = http.client.HTTPConnection("127.0.0.1", forward_proxy.port, timeout=10)
+    connection.request("GET", f"http://127.0.0.1:{closed_port}/")
+    assert connection.getresponse().status == 502
+    connection.close()
+
+
+def test_forward_proxy_stop_cuts_open_tunnels_and_joins_its_threads(orthanc_https: TlsFront):
+    proxy = ForwardProxy().start()
+    tunnel = socket.create_connection(("127.0.0.1", proxy.port), timeout=10)
+    target = f"127.0.0.1:{orthanc_https.port}"
+    tunnel.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
+    assert tunnel.recv(1024).startswith(b"HTTP/1.1 200 ")
+    idle = socket.create_connection(("127.0.0.1", proxy.port), timeout=10)
+    deadline = time.monotonic() + 5
+    while len(proxy.threads) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(proxy.threads) == 3  # acceptor, tunnel, idle connection
+    started = time.monotonic()
+    proxy.stop()
+    assert time.monotonic() - started < 5
+    assert proxy.threads == []
+    assert tunnel.recv(1024) == b""
+    assert idle.recv(1024) == b""
+    tunnel.close()
+    idle.close()
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", proxy.port), timeout=5).close()
