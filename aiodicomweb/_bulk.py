@@ -129,13 +129,14 @@ class BulkTransport(httpx.AsyncBaseTransport):
                 connection.close()
             slots.release()
 
+        parser = _ResponseParser()
         try:
             await connection.send_all(head)
-            parser = _ResponseParser()
             await _read_head(connection, parser)
             body = _Body(connection, parser, done)
             content = await body.read_small()
         except BaseException:
+            parser.release()
             connection.close()  # the caller releases the slot
             raise
         extensions = {"http_version": b"HTTP/1.1", "reason_phrase": parser.reason}
@@ -200,6 +201,7 @@ class _Connection:
 
     def close(self) -> None:
         self.sock.close()
+        self.buffer = memoryview(b"")  # its megabyte goes now, whoever still holds us
 
     def healthy(self) -> bool:
         """An idle connection the server has not closed and sent nothing on."""
@@ -401,6 +403,15 @@ class _ResponseParser:
                 raise httpx.RemoteProtocolError(_EARLY_CLOSE)
             self.complete = True
 
+    def release(self) -> None:
+        """Break the cycle with llhttp's parser, which holds our callbacks.
+
+        Otherwise every response's body pieces would wait for the cyclic garbage
+        collector: per-instance downloads grew by half a megabyte per instance.
+        """
+        self.parser = None  # type: ignore[assignment]
+        self.pieces = []
+
     def header(self, name: bytes) -> bytes | None:
         """The first value of the header `name` (lower case), if any."""
         return next((v for n, v in self.headers if n.lower() == name), None)
@@ -487,7 +498,9 @@ class _Body(httpx.AsyncByteStream):
         """The whole body when it is small and not encoded, else None (a stream).
 
         Such a body (a QIDO answer, metadata, a frame) is read here at once and
-        the connection released, which spares it the streaming machinery. An
+        the connection released, which spares it the streaming machinery. A larger
+        one stays a stream even when it has all arrived, so that its bytes are
+        freed as they are consumed (a response may outlive its reading). An
         encoded body is inflated in bounded pieces (`_parts`), never all at once.
         """
         parser = self.parser
@@ -497,6 +510,8 @@ class _Body(httpx.AsyncByteStream):
             await _receive(self.connection, parser)
             if parser.fed > MAX_HEAD + SMALL_BODY:  # a chunked answer larger than announced
                 return None
+        if sum(map(len, parser.pieces)) > SMALL_BODY:
+            return None
         content = b"".join(parser.pieces)
         parser.pieces = []
         self._finish(parser.reusable())
@@ -520,6 +535,7 @@ class _Body(httpx.AsyncByteStream):
     def _finish(self, reusable: bool) -> None:
         if not self.finished:
             self.finished = True
+            self.parser.release()
             self.done(reusable)
 
     async def aclose(self) -> None:

@@ -261,3 +261,33 @@ async def test_a_client_that_never_connects_over_tls_builds_no_tls_context(
         async with AsyncDicomWebClient(url, retry=None) as client:
             assert await client.search_studies() == []
     await anyio.lowlevel.checkpoint()
+
+
+# -- memory -----------------------------------------------------------------------------
+
+
+@pytest.mark.orthanc
+async def test_downloaded_bytes_are_freed_without_waiting_for_the_cyclic_collector(
+    orthanc: Any, corpus: Any, tmp_path: Path
+) -> None:
+    import gc
+    import tracemalloc
+
+    from tests.support.dicomgen import TEST_CORPUS
+
+    spec = TEST_CORPUS[0]
+    gc.collect()
+    gc.disable()  # what is freed now is freed by reference counting alone
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        async with AsyncDicomWebClient(orthanc.dicomweb_url) as client:
+            result = await client.download_series(
+                spec.study_uid, spec.series_uid, tmp_path / "out", strategy="per_instance"
+            )
+        retained = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+        gc.enable()
+    # Per-instance answers once stayed in memory until a full collection.
+    assert retained < result.bytes / 4
