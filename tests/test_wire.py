@@ -8,6 +8,7 @@ answers h11 accepts are read.
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import socket
 import time
 from pathlib import Path
@@ -16,6 +17,8 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from aiodicomweb import (
     AsyncDicomWebClient,
@@ -25,7 +28,7 @@ from aiodicomweb import (
     DicomWebUsageError,
     MissingDependencyError,
 )
-from aiodicomweb._bulk import BulkTransport
+from aiodicomweb._bulk import BulkTransport, _ResponseParser
 from tests.support.rawserver import raw_server, reset
 
 pytestmark = pytest.mark.anyio
@@ -291,3 +294,65 @@ async def test_downloaded_bytes_are_freed_without_waiting_for_the_cyclic_collect
         gc.enable()
     # Per-instance answers once stayed in memory until a full collection.
     assert retained < result.bytes / 4
+
+
+# -- the response parser, sans I/O, fuzzed -------------------------------------------
+
+
+def parse_in_pieces(data: bytes, cuts: list[int]) -> _ResponseParser:
+    parser = _ResponseParser()
+    view = memoryview(data)
+    edges = [0, *sorted(c % (len(data) + 1) for c in cuts), len(data)]
+    for start, end in itertools.pairwise(edges):
+        if end > start:
+            parser.feed(view[start:end])
+    return parser
+
+
+BODY = st.binary(max_size=3000)
+
+
+@settings(max_examples=200, deadline=None)
+@given(body=BODY, sizes=st.lists(st.integers(1, 700), min_size=1), cuts=st.lists(st.integers()))
+def test_chunked_bodies_parse_alike_however_they_are_split(
+    body: bytes, sizes: list[int], cuts: list[int]
+) -> None:
+    chunks, rest = [], body
+    while rest:
+        size = sizes[len(chunks) % len(sizes)]
+        chunks.append(b"%x\r\n%s\r\n" % (size if size < len(rest) else len(rest), rest[:size]))
+        rest = rest[size:]
+    data = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + b"".join(chunks)
+    parser = parse_in_pieces(data + b"0\r\n\r\n", cuts)
+    assert parser.complete and parser.reusable()
+    assert b"".join(parser.pieces) == body
+
+
+@settings(max_examples=200, deadline=None)
+@given(body=BODY, cuts=st.lists(st.integers()))
+def test_counted_bodies_parse_alike_however_they_are_split(body: bytes, cuts: list[int]) -> None:
+    data = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    parser = parse_in_pieces(data, cuts)
+    assert parser.complete and parser.status == 200
+    assert b"".join(parser.pieces) == body
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    data=st.one_of(
+        st.binary(max_size=400),
+        st.builds(
+            lambda head, junk: b"HTTP/1.1 200 OK\r\n" + head + b"\r\n\r\n" + junk,
+            st.binary(max_size=200),
+            st.binary(max_size=200),
+        ),
+    ),
+    cuts=st.lists(st.integers()),
+)
+def test_any_bytes_parse_or_fail_as_a_protocol_error(data: bytes, cuts: list[int]) -> None:
+    try:
+        parser = parse_in_pieces(data, cuts)
+        parser.end_of_stream()
+    except httpx.RemoteProtocolError:
+        return
+    assert parser.head_done and parser.complete
