@@ -3,9 +3,11 @@
 One run, one Orthanc on loopback. QIDO: the same URLs, in rounds where a curl
 process (its first, cold transfer dropped), one warm aiodicomweb client and one
 warm raw httpx client take turns; figures are per call on a warm connection.
+Then the same over https, through an nginx TLS front in front of that Orthanc
+(`--no-https` skips it).
 STOW: a ~100 MB folder, curl POSTing the same prebuilt multipart body (with
 `Expect:`), dicomweb-client `store_instances`, aiodicomweb `store_directory`.
-Usage: `python benchmarks/bench_qido_stow.py [--quick]`.
+Usage: `python benchmarks/bench_qido_stow.py [--quick] [--no-https]`.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import argparse
 import datetime
 import json
 import shutil
+import ssl
 import statistics
 import subprocess
 import sys
@@ -25,7 +28,16 @@ from urllib.parse import urlsplit
 
 import anyio
 import httpx
-from _common import SCRATCH, SeriesSpec, machine, start_orthanc, table, upload
+from _common import (
+    SCRATCH,
+    HttpsFront,
+    SeriesSpec,
+    machine,
+    start_https,
+    start_orthanc,
+    table,
+    upload,
+)
 
 from aiodicomweb import AsyncDicomWebClient
 from aiodicomweb._client import _loads
@@ -34,9 +46,15 @@ from tests.support.corpus import delete_study
 from tests.support.dicomgen import generate_series
 
 
-def curl_times(url: str, runs: int) -> list[float]:
-    """Per-transfer ms of `runs` GETs in one curl process, after one dropped cold transfer."""
+def curl_times(url: str, runs: int, ca: str | None = None) -> list[float]:
+    """Per-transfer ms of `runs` GETs in one curl process, after one dropped cold transfer.
+
+    The URL is repeated in one invocation, so curl reuses its connection (and,
+    over https, its TLS session): only the dropped first transfer pays the handshakes.
+    """
     argv = ["curl", "-sS", "--fail", "-H", "Accept: application/dicom+json"]
+    if ca is not None:
+        argv += ["--cacert", ca]
     for _ in range(runs + 1):
         argv += ["-o", "/dev/null", "-w", "%{time_total}\\n", url]
     out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
@@ -56,16 +74,23 @@ async def timed(call: Callable[[], Awaitable[object]], runs: int) -> list[float]
 
 
 async def qido_rounds(
-    base: str, cases: list[tuple[str, str, dict]], rounds: int, runs: int
+    base: str, cases: list[tuple[str, str, dict]], rounds: int, runs: int, ca: str | None = None
 ) -> list[list[float]]:
     """Per case: medians of curl, raw httpx and aiodicomweb, and of the per-round
     differences aiodicomweb - curl and aiodicomweb - httpx.
 
     The three clients take turns within each round, so that a slow phase of the
     server (this VM's neighbours, Orthanc's own caches) falls on all of them.
+    `ca`: the CA file an https `base` is signed by, given to each client.
     """
     results = []
-    async with AsyncDicomWebClient(base) as client, httpx.AsyncClient() as raw:
+    verify: bool | str = ca or True
+    # httpx 0.28 deprecates a path as `verify`: an SSLContext trusting the same CA.
+    raw_verify: bool | ssl.SSLContext = ssl.create_default_context(cafile=ca) if ca else True
+    async with (
+        AsyncDicomWebClient(base, verify=verify) as client,
+        httpx.AsyncClient(verify=raw_verify) as raw,
+    ):
         for path, method, kwargs in cases:
             url = f"{base}/{path}"
 
@@ -79,7 +104,7 @@ async def qido_rounds(
             samples: dict[str, list[float]] = {"curl": [], "httpx": [], "ours": []}
             to_curl, to_httpx = [], []
             for _ in range(rounds):
-                curl = curl_times(url, runs)
+                curl = curl_times(url, runs, ca)
                 mine = await timed(ours, runs)
                 other = await timed(theirs, runs)
                 samples["curl"] += curl
@@ -106,7 +131,14 @@ def decode_ms(body: bytes, runs: int = 21) -> float:
     return statistics.median(times)
 
 
-def qido(base: str, large: SeriesSpec, small: SeriesSpec, rounds: int, runs: int = 5) -> str:
+def qido(
+    base: str,
+    large: SeriesSpec,
+    small: SeriesSpec,
+    rounds: int,
+    https: HttpsFront | None = None,
+    runs: int = 5,
+) -> str:
     study = large.study_uid
     cases = [
         ("studies?PatientName=TEST^SCRATCH", "search_studies",
@@ -122,10 +154,15 @@ def qido(base: str, large: SeriesSpec, small: SeriesSpec, rounds: int, runs: int
               f"/studies/{{study}}/series/{{series}}/instances ({large.instances})"]  # fmt: skip
     measured = anyio.run(qido_rounds, base, cases, rounds, runs)
     replayed = replay(base, cases, rounds, runs)
+    secure = None
+    if https is not None:
+        secure = anyio.run(qido_rounds, https.dicomweb_url, cases, rounds, runs, https.ca)
     header = ["query", "curl ms", "httpx ms", "aiodicomweb ms", "aiodicomweb - httpx",
               "aiodicomweb - curl", "of which JSON decoding ms"]  # fmt: skip
     tables = []
-    for results in (measured, replayed):
+    for results in (measured, replayed, secure):
+        if results is None:
+            continue
         rows = []
         for label, (curl, raw, mine, to_raw, to_curl, decode) in zip(labels, results, strict=True):
             rows.append([f"`{label}`", f"{curl:.2f}", f"{raw:.2f}", f"{mine:.2f}",
@@ -143,8 +180,18 @@ def qido(base: str, large: SeriesSpec, small: SeriesSpec, rounds: int, runs: int
         "`benchmarks/_replay_server.py` (keep-alive, Content-Length): what each client "
         "adds to a query, without Orthanc's own variance."
     )
+    https_part = ""
+    if secure is not None:
+        https_note = (
+            "Over https, through nginx terminating TLS in front of the same Orthanc (so curl's "
+            "figures include nginx's hop; compare within this table): curl with `--cacert`, "
+            "reusing its one connection as above; aiodicomweb with `verify=CA` and "
+            "httpx with an SSLContext trusting the same CA, both on warm connections."
+        )
+        https_part = f"\n{https_note}\n\n{tables[2]}\n"
     return (
         f"{title}\n\nAgainst Orthanc:\n\n{tables[0]}\n\n{note}\n\n{replay_note}\n\n{tables[1]}\n"
+        + https_part
     )
 
 
@@ -258,22 +305,28 @@ def main() -> int:
         return 0
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--no-https", action="store_true", help="plain http QIDO only")
     args, _ = parser.parse_known_args()  # `run_all` passes every benchmark's options
     SCRATCH.mkdir(exist_ok=True)
     server = start_orthanc()
+    https: HttpsFront | None = None
     out = [f"## QIDO and STOW benchmark, {datetime.date.today()}", ""]
     out += [f"Machine: {machine()}.", ""]
     try:
+        if not args.no_https:
+            https = start_https(server)
         large = SeriesSpec(study=9101, series=1, instances=200, rows=128, columns=128)
         small = SeriesSpec(study=9101, series=2, instances=20, rows=64, columns=64)
         upload(server, [large, small])
-        out.append(qido(server.dicomweb_url, large, small, 3 if args.quick else 8))
+        out.append(qido(server.dicomweb_url, large, small, 3 if args.quick else 8, https))
         print(out[-1], flush=True)
         count = 50 if args.quick else 200
         specs = [SeriesSpec(study=9102, series=1, instances=count, rows=512, columns=512)]
         out.append(stow(server.dicomweb_url, server, specs, 2 if args.quick else 3))
         print(out[-1], flush=True)
     finally:
+        if https is not None:
+            https.stop()
         server.stop()
         shutil.rmtree(SCRATCH, ignore_errors=True)
     results = Path(__file__).with_name("results")
