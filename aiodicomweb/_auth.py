@@ -42,6 +42,15 @@ class BearerTokenAuth(httpx.Auth):
         """The `Authorization` value for the token held now; None before the first one."""
         return None if self._token is None else f"Bearer {self._token}"
 
+    @property
+    def refreshable(self) -> bool:
+        """Whether a 401 leads to a new token and one more attempt."""
+        return self._refresh is not None
+
+    async def refresh_after(self, sent: str | None) -> None:
+        """Get a new token after the server refused `sent` (an `authorization()` value)."""
+        await self._fresh_token(sent.removeprefix("Bearer ") if sent else None)
+
     async def _fresh_token(self, stale: str | None) -> str:
         assert self._refresh is not None
         async with self._lock:

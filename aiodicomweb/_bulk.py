@@ -17,6 +17,7 @@ checked against h11's grammar before they are written.
 from __future__ import annotations
 
 import errno
+import ipaddress
 import re
 import socket
 import ssl
@@ -177,6 +178,7 @@ class _Connection:
         self.tls = isinstance(sock, ssl.SSLSocket)
         self.buffer = memoryview(bytearray(READ_SIZE))
         self.failure: OSError | None = None  # met after some bytes: raised at the next read
+        self.ended = False
         self.use_timeouts(timeouts)
 
     def use_timeouts(self, timeouts: dict[str, Any]) -> None:
@@ -270,6 +272,8 @@ class _Connection:
         """
         if self.failure is not None:
             raise httpx.ReadError(str(self.failure) or type(self.failure).__name__)
+        if self.ended:
+            return 0
         total = 0
         try:
             while total < READ_SIZE:
@@ -279,17 +283,28 @@ class _Connection:
                     break
         except (BlockingIOError, ssl.SSLWantReadError):
             return total or None
-        except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
-            pass  # the end of the stream, with or without close_notify
+        except ssl.SSLZeroReturnError:
+            self.ended = True  # close_notify: the end of the stream
+        except ssl.SSLEOFError as error:
+            if not _closed_without_notify(error):
+                return self._failed(total, ConnectionResetError("connection reset by peer"))
+            self.ended = True  # TLS would call any later read a protocol violation
         except OSError as error:
-            if not total:
-                raise httpx.ReadError(str(error) or type(error).__name__) from None
-            self.failure = error  # a reset must not read as the end of the body later
+            return self._failed(total, error)
+        return total
+
+    def _failed(self, total: int, error: OSError) -> int:
+        """Raise `error`, or keep it for the next read when some bytes came first."""
+        if not total:
+            raise httpx.ReadError(str(error) or type(error).__name__)
+        self.failure = error  # a reset must not read as the end of the body later
         return total
 
 
 async def _connect(host: str, port: int) -> socket.socket:
-    infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    infos = _literal_address(host, port) or await anyio.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM
+    )
     last: OSError = OSError(f"cannot resolve {host}")
     for family, kind, proto, _, address in infos:
         sock = socket.socket(family, kind, proto)
@@ -312,10 +327,32 @@ async def _connect(host: str, port: int) -> socket.socket:
     raise last
 
 
+def _closed_without_notify(error: ssl.SSLEOFError) -> bool:
+    """A TLS peer that closed its socket without close_notify (as httpx, taken as an end).
+
+    OpenSSL 3 names that case; the same error without a reason is a reset, which
+    must not pass for the end of a body that only the close delimits.
+    """
+    return error.reason == "UNEXPECTED_EOF_WHILE_READING" or ssl.OPENSSL_VERSION_INFO < (3,)
+
+
+def _literal_address(host: str, port: int) -> list[Any]:
+    """An IP address needs no resolver (which runs in a worker thread)."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return []
+    family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+    where = (host, port) if family == socket.AF_INET else (host, port, 0, 0)
+    return [(family, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", where)]
+
+
 async def _start_tls(sock: socket.socket, host: str, context: ssl.SSLContext) -> ssl.SSLSocket:
     """The TLS handshake on the non-blocking socket (SNI and hostname check by `context`)."""
     try:
-        tls = context.wrap_socket(sock, server_hostname=host, do_handshake_on_connect=False)
+        tls = context.wrap_socket(
+            sock, server_hostname=host, do_handshake_on_connect=False, suppress_ragged_eofs=False
+        )
     except BaseException:
         sock.close()
         raise

@@ -8,6 +8,7 @@ for read timeouts and connection resets, which a MockTransport cannot produce.
 from __future__ import annotations
 
 import socket
+import ssl
 import struct
 import threading
 from collections.abc import Callable, Iterator
@@ -38,10 +39,15 @@ def _path(head: bytes) -> str:
 
 
 @contextmanager
-def raw_server(route: Callable[[str], Script], heads: list[bytes] | None = None) -> Iterator[str]:
+def raw_server(
+    route: Callable[[str], Script],
+    heads: list[bytes] | None = None,
+    tls: ssl.SSLContext | None = None,
+) -> Iterator[str]:
     """Serve on 127.0.0.1; yields the base URL. `route(path)` picks each connection's script.
 
-    Each request head received is appended to `heads` when given.
+    Each request head received is appended to `heads` when given. With `tls`, the
+    scripts write to a TLS socket (and the URL is https).
     """
     listener = socket.create_server(("127.0.0.1", 0))
     listener.settimeout(0.2)
@@ -50,6 +56,8 @@ def raw_server(route: Callable[[str], Script], heads: list[bytes] | None = None)
 
     def handle(sock: socket.socket) -> None:
         try:
+            if tls is not None:
+                sock = tls.wrap_socket(sock, server_side=True)
             head = _read_head(sock)
             if heads is not None:
                 heads.append(head)
@@ -75,7 +83,8 @@ def raw_server(route: Callable[[str], Script], heads: list[bytes] | None = None)
     thread = threading.Thread(target=accept, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{listener.getsockname()[1]}/dicom-web"
+        scheme = "http" if tls is None else "https"
+        yield f"{scheme}://127.0.0.1:{listener.getsockname()[1]}/dicom-web"
     finally:
         stop.set()
         thread.join()
