@@ -16,6 +16,8 @@ from tests.support.orthanc import OrthancServer, OrthancUnavailableError
 from tests.support.proxy import ForwardProxy
 from tests.support.tls import NginxUnavailableError, TlsFront
 
+pytest_plugins = ["tests.support.matrix"]  # `wire`: the error tables on every path
+
 AUTH_USER = "radiologist"
 AUTH_PASSWORD = "s3cret-Pa55word"
 

@@ -1,8 +1,12 @@
-"""Error translation, response checks and secrets, through the client on MockTransport.
+"""Error translation, response checks and secrets, through the client on every path.
 
 Server faults must surface as `DicomWebError` + `ConnectionError` with enough to
 diagnose them; caller mistakes as `ValueError` before any request; nothing from
 httpx or tenacity may escape; credentials appear nowhere.
+
+The servers are MockTransport handlers; the tests that take the `wire` fixture
+(tests/support/matrix.py) serve them over real sockets on each production path
+(plain http, https, httpx's transport). The few left on MockTransport say why.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from aiodicomweb import (
     RetryPolicy,
     UnexpectedResponseError,
 )
+from tests.support.matrix import Wire, parametrize_wire
 
 BASE = "http://pacs.test/dicom-web"
 STUDY = "1.2.826.0.1.3680043.8.498.1"
@@ -53,11 +58,15 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    parametrize_wire(metafunc)  # tests on the wire: the matrix's backend and path pairs
+
+
 # -- helpers -----------------------------------------------------------------------
 
 
 class Server:
-    """A scripted MockTransport handler: the answers in order, the last one repeated.
+    """A scripted handler: the answers in order, the last one repeated.
 
     `authorizations` keeps each request's Authorization header as it was sent: an
     auth flow may resend the same request object with a new header.
@@ -128,9 +137,10 @@ def quick_policy() -> RetryPolicy:
     return RetryPolicy(max_attempts=2, jitter=0, sleep=no_sleep)
 
 
-def client_for(
+def mock_client_for(
     server: Server, retry: RetryPolicy | None = None, *, url: str = BASE, **options: Any
 ) -> AsyncDicomWebClient:
+    """A client on MockTransport, for what a socket cannot show."""
     return AsyncDicomWebClient(url, transport=httpx.MockTransport(server), retry=retry, **options)
 
 
@@ -195,27 +205,26 @@ async def op_download(client: AsyncDicomWebClient, tmp: Path) -> object:
     return await client.download_series(STUDY, SERIES, tmp / "dest")
 
 
+# The third value is the request's URL after the client's base URL.
 OPERATIONS = [
-    pytest.param(op_search, "GET", f"{BASE}/studies?PatientID=P1", id="search"),
-    pytest.param(
-        op_metadata, "GET", f"{BASE}/studies/{STUDY}/series/{SERIES}/metadata", id="metadata"
-    ),
+    pytest.param(op_search, "GET", "/studies?PatientID=P1", id="search"),
+    pytest.param(op_metadata, "GET", f"/studies/{STUDY}/series/{SERIES}/metadata", id="metadata"),
     pytest.param(
         op_instance,
         "GET",
-        f"{BASE}/studies/{STUDY}/series/{SERIES}/instances/{SOP}",
+        f"/studies/{STUDY}/series/{SERIES}/instances/{SOP}",
         id="instance",
     ),
     pytest.param(
         op_frames,
         "GET",
-        f"{BASE}/studies/{STUDY}/series/{SERIES}/instances/{SOP}/frames/1,2",
+        f"/studies/{STUDY}/series/{SERIES}/instances/{SOP}/frames/1,2",
         id="frames",
     ),
-    pytest.param(op_stream, "GET", f"{BASE}/studies/{STUDY}/series/{SERIES}", id="stream"),
-    pytest.param(op_delete, "DELETE", f"{BASE}/studies/{STUDY}", id="delete"),
-    pytest.param(op_store, "POST", f"{BASE}/studies", id="store"),
-    pytest.param(op_download, "GET", f"{BASE}/studies/{STUDY}/series/{SERIES}", id="download"),
+    pytest.param(op_stream, "GET", f"/studies/{STUDY}/series/{SERIES}", id="stream"),
+    pytest.param(op_delete, "DELETE", f"/studies/{STUDY}", id="delete"),
+    pytest.param(op_store, "POST", "/studies", id="store"),
+    pytest.param(op_download, "GET", f"/studies/{STUDY}/series/{SERIES}", id="download"),
 ]
 
 
@@ -223,15 +232,16 @@ OPERATIONS = [
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize(("operation", "method", "url"), OPERATIONS)
+@pytest.mark.parametrize(("operation", "method", "path"), OPERATIONS)
 @pytest.mark.parametrize("code", [401, 403, 404, 500, 503])
 async def test_error_status_is_http_error_with_status_method_url_and_excerpt(
-    operation: Operation, method: str, url: str, code: int, tmp_path: Path
+    operation: Operation, method: str, path: str, code: int, tmp_path: Path, wire: Wire
 ) -> None:
     server = Server(status(code, {"Content-Type": "text/plain"}, b"the server says:\n  no way"))
-    async with client_for(server) as client:
+    async with wire.client(server) as client:
         with pytest.raises(DicomWebHTTPError) as caught:
             await operation(client, tmp_path)
+    url = wire.url + path
     error = caught.value
     assert_server_side(error)
     assert error.status == code
@@ -245,9 +255,9 @@ async def test_error_status_is_http_error_with_status_method_url_and_excerpt(
 
 
 @pytest.mark.anyio
-async def test_400_on_search_is_http_error_not_value_error() -> None:
+async def test_400_on_search_is_http_error_not_value_error(wire: Wire) -> None:
     server = Server(status(400, content=b"bad query"))
-    async with client_for(server) as client:
+    async with wire.client(server) as client:
         with pytest.raises(DicomWebHTTPError) as caught:
             await client.search_studies({"PatientName": "DOE^J*"})
     assert_server_side(caught.value)
@@ -256,15 +266,17 @@ async def test_400_on_search_is_http_error_not_value_error() -> None:
 
 
 @pytest.mark.anyio
-async def test_405_on_delete_keeps_the_details_and_points_at_the_orthanc_strategy() -> None:
+async def test_405_on_delete_keeps_the_details_and_points_at_the_orthanc_strategy(
+    wire: Wire,
+) -> None:
     server = Server(status(405, content=b"Method Not Allowed"))
-    async with client_for(server) as client:
+    async with wire.client(server) as client:
         with pytest.raises(DicomWebHTTPError) as caught:
             await client.delete_study(STUDY)
     error = caught.value
     assert_server_side(error)
     assert (error.status, error.method) == (405, "DELETE")
-    assert error.url == f"{BASE}/studies/{STUDY}"
+    assert error.url == f"{wire.url}/studies/{STUDY}"
     assert error.body_excerpt == "Method Not Allowed"
     assert "delete_strategy='orthanc'" in str(error)
 
@@ -275,11 +287,11 @@ async def test_405_on_delete_keeps_the_details_and_points_at_the_orthanc_strateg
     [pytest.param(op_search, id="buffered"), pytest.param(op_stream, id="streamed")],
 )
 async def test_huge_error_body_gives_a_bounded_excerpt_and_is_not_read_whole(
-    operation: Operation, tmp_path: Path
+    operation: Operation, tmp_path: Path, wire: Wire
 ) -> None:
     body = CountingStream(10 * 1024 * 1024)
     server = Server(lambda request: httpx.Response(500, stream=body))
-    async with client_for(server) as client:
+    async with wire.client(server) as client:
         with pytest.raises(DicomWebHTTPError) as caught:
             await operation(client, tmp_path)
     error = caught.value
@@ -290,9 +302,9 @@ async def test_huge_error_body_gives_a_bounded_excerpt_and_is_not_read_whole(
 
 
 @pytest.mark.anyio
-async def test_huge_in_memory_error_body_gives_a_bounded_excerpt() -> None:
+async def test_huge_in_memory_error_body_gives_a_bounded_excerpt(wire: Wire) -> None:
     server = Server(status(500, {"Content-Type": "text/html"}, b"<p>" + b"x" * 10_000_000))
-    async with client_for(server) as client:
+    async with wire.client(server) as client:
         with pytest.raises(DicomWebHTTPError) as caught:
             await client.search_studies()
     assert caught.value.body_excerpt.startswith("<p>xxx")
@@ -301,6 +313,17 @@ async def test_huge_in_memory_error_body_gives_a_bounded_excerpt() -> None:
 
 
 # -- caller errors ------------------------------------------------------------------------
+
+
+def _other_host(url: str) -> str:
+    """`url` on another host, same scheme and port."""
+    return str(httpx.URL(url).copy_with(host="evil.test"))
+
+
+def _other_scheme(url: str) -> str:
+    """`url` with http and https swapped, same host and port."""
+    parsed = httpx.URL(url)
+    return str(parsed.copy_with(scheme="https" if parsed.scheme == "http" else "http"))
 
 
 async def bad_stream_uid(client: AsyncDicomWebClient, tmp: Path) -> object:
@@ -329,11 +352,11 @@ CALLER_ERRORS = [
     pytest.param(lambda c, t: c.retrieve_frames(STUDY, SERIES, SOP, [True]), id="frame-bool"),
     pytest.param(lambda c, t: c.retrieve_frames(STUDY, SERIES, SOP, [1.5]), id="frame-fraction"),
     pytest.param(
-        lambda c, t: c.retrieve_bulkdata("http://evil.test/dicom-web/bulk/1"),
+        lambda c, t: c.retrieve_bulkdata(_other_host(c.url) + "/bulk/1"),
         id="bulkdata-other-host",
     ),
     pytest.param(
-        lambda c, t: c.retrieve_bulkdata("https://pacs.test/dicom-web/bulk/1"),
+        lambda c, t: c.retrieve_bulkdata(_other_scheme(c.url) + "/bulk/1"),
         id="bulkdata-other-scheme",
     ),
     pytest.param(
@@ -357,10 +380,10 @@ CALLER_ERRORS = [
 @pytest.mark.anyio
 @pytest.mark.parametrize("operation", CALLER_ERRORS)
 async def test_caller_errors_are_value_errors_raised_before_any_request(
-    operation: Operation, tmp_path: Path
+    operation: Operation, tmp_path: Path, wire: Wire
 ) -> None:
     server = Server(status(200))
-    async with client_for(server, quick_policy()) as client:
+    async with wire.client(server, quick_policy()) as client:
         with pytest.raises(ValueError) as caught:
             await operation(client, tmp_path)
     assert_ours(caught.value)
@@ -371,9 +394,9 @@ async def test_caller_errors_are_value_errors_raised_before_any_request(
 
 
 @pytest.mark.anyio
-async def test_search_pages_bad_page_size_is_a_caller_error() -> None:
+async def test_search_pages_bad_page_size_is_a_caller_error(wire: Wire) -> None:
     server = Server(json_answer("[]"))
-    async with client_for(server) as client:
+    async with wire.client(server) as client:
         with pytest.raises(DicomWebUsageError):
             async for _ in client.search_pages("studies", page_size=0):
                 pass
@@ -409,7 +432,17 @@ def _redirect_loop(request: httpx.Request) -> httpx.Response:
     return httpx.Response(302, headers={"Location": str(request.url)})
 
 
-FAULTS = [
+def _undecodable_gzip(request: httpx.Request) -> httpx.Response:
+    # A ByteStream, not content=: httpx would decode content= in this very constructor,
+    # and the handler, not the client, would meet the broken gzip.
+    headers = {"Content-Type": MULTIPART_TYPE, "Content-Encoding": "gzip", "Content-Length": "8"}
+    return httpx.Response(200, headers=headers, stream=httpx.ByteStream(b"not gzip"))
+
+
+# Every exception an httpx transport raises. The wire server turns any of them into a
+# reset connection (a closed one for RemoteProtocolError), so FAULTS has one of each
+# kind for the sockets, and the exception classes themselves run on MockTransport.
+TRANSPORT_EXCEPTIONS = [
     pytest.param(httpx.ConnectError("refused"), id="connect-error"),
     pytest.param(httpx.ConnectTimeout("connect timeout"), id="connect-timeout"),
     pytest.param(httpx.ReadTimeout("read timeout"), id="read-timeout"),
@@ -419,12 +452,14 @@ FAULTS = [
     pytest.param(httpx.WriteError("broken pipe"), id="write-error"),
     pytest.param(httpx.RemoteProtocolError("server hung up"), id="remote-protocol-error"),
     pytest.param(httpx.ProxyError("proxy said no"), id="proxy-error"),
+]
+
+FAULTS = [
+    pytest.param(httpx.ReadError("reset"), id="connection-reset"),
+    pytest.param(httpx.RemoteProtocolError("server hung up"), id="connection-closed"),
     pytest.param(_breaking, id="body-breaks-mid-way"),
     pytest.param(_redirect_loop, id="redirect-loop"),
-    pytest.param(
-        status(200, {"Content-Type": MULTIPART_TYPE, "Content-Encoding": "gzip"}, b"not gzip"),
-        id="undecodable-gzip",
-    ),
+    pytest.param(_undecodable_gzip, id="undecodable-gzip"),
     pytest.param(status(500, {"Content-Type": "text/html"}, b"<h1>oops</h1>"), id="500"),
     pytest.param(status(503, [(b"Retry-After", b"\xb2")]), id="503-non-ascii-retry-after"),
 ]
@@ -443,13 +478,34 @@ READING_OPERATIONS = [p for p in OPERATIONS if p.id != "delete"]
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize(("operation", "method", "url"), OPERATIONS)
+@pytest.mark.parametrize(("operation", "method", "path"), OPERATIONS)
 @pytest.mark.parametrize("fault", FAULTS)
 async def test_server_faults_surface_only_as_our_server_side_errors(
-    operation: Operation, method: str, url: str, fault: Answer | Exception, tmp_path: Path
+    operation: Operation,
+    method: str,
+    path: str,
+    fault: Answer | Exception,
+    tmp_path: Path,
+    wire: Wire,
 ) -> None:
     server = Server(fault)
-    async with client_for(server, quick_policy()) as client:
+    async with wire.client(server, quick_policy()) as client:
+        error = await failure_of(operation(client, tmp_path))
+    assert_server_side(error)
+    assert server.calls >= 1
+    assert os.listdir(tmp_path) == []
+
+
+# MockTransport: each httpx exception class raised inside the transport; a socket cannot
+# make the client's transport raise a chosen one.
+@pytest.mark.anyio
+@pytest.mark.parametrize(("operation", "method", "path"), OPERATIONS)
+@pytest.mark.parametrize("exception", TRANSPORT_EXCEPTIONS)
+async def test_transport_exceptions_surface_only_as_our_server_side_errors(
+    operation: Operation, method: str, path: str, exception: Exception, tmp_path: Path
+) -> None:
+    server = Server(exception)
+    async with mock_client_for(server, quick_policy()) as client:
         error = await failure_of(operation(client, tmp_path))
     assert_server_side(error)
     assert server.calls >= 1
@@ -457,22 +513,23 @@ async def test_server_faults_surface_only_as_our_server_side_errors(
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize(("operation", "method", "url"), READING_OPERATIONS)
+@pytest.mark.parametrize(("operation", "method", "path"), READING_OPERATIONS)
 @pytest.mark.parametrize("fault", BODY_FAULTS)
 async def test_unusable_bodies_surface_only_as_our_server_side_errors(
-    operation: Operation, method: str, url: str, fault: Answer, tmp_path: Path
+    operation: Operation, method: str, path: str, fault: Answer, tmp_path: Path, wire: Wire
 ) -> None:
     server = Server(fault)
-    async with client_for(server, quick_policy()) as client:
+    async with wire.client(server, quick_policy()) as client:
         error = await failure_of(operation(client, tmp_path))
     assert_server_side(error)
     assert os.listdir(tmp_path) == []
 
 
+# MockTransport: the message under test is the one of the exception the transport raised.
 @pytest.mark.anyio
 async def test_transport_error_names_the_request_but_not_more() -> None:
     server = Server(httpx.ConnectError("connection refused"))
-    async with client_for(server) as client:
+    async with mock_client_for(server) as client:
         with pytest.raises(DicomWebTransportError) as caught:
             await client.search_studies({"PatientID": "P1"})
     assert f"GET {BASE}/studies?PatientID=P1" in str(caught.value)
@@ -482,21 +539,34 @@ async def test_transport_error_names_the_request_but_not_more() -> None:
 # -- credentials --------------------------------------------------------------------------
 
 
+# `userinfo` goes into the served base URL (`http://user:password@host/...`).
 CREDENTIALS = [
     pytest.param({"auth": ("user", PASSWORD)}, id="basic-tuple"),
-    pytest.param({"url": f"http://user:{PASSWORD}@pacs.test/dicom-web"}, id="basic-in-url"),
+    pytest.param({"userinfo": f"user:{PASSWORD}"}, id="basic-in-url"),
     pytest.param({"auth": BearerTokenAuth(TOKEN)}, id="bearer"),
 ]
 
+# The wire server resets the connection for a ReadError and closes it for a
+# RemoteProtocolError (see tests/support/wireserver.py).
 SECRET_FAULTS = [
     pytest.param(status(401, content=b"unauthorized"), id="401"),
     pytest.param(status(500, content=b"internal error"), id="500"),
-    pytest.param(httpx.ConnectError("connection refused"), id="connect-error"),
-    pytest.param(httpx.ReadTimeout("timed out"), id="timeout"),
+    pytest.param(httpx.ReadError("connection reset"), id="connection-reset"),
+    pytest.param(httpx.RemoteProtocolError("server hung up"), id="connection-closed"),
     pytest.param(
         status(200, {"Content-Type": MULTIPART_TYPE}, b"--XX\r\n\r\ncut"), id="truncated"
     ),
 ]
+
+
+def credentialed_client(
+    wire: Wire, server: Server, retry: RetryPolicy | None, credentials: dict[str, Any]
+) -> AsyncDicomWebClient:
+    """A client on `wire` with one of the CREDENTIALS."""
+    options = dict(credentials)
+    userinfo = options.pop("userinfo", None)
+    url = wire.url_with_userinfo(userinfo) if userinfo is not None else None
+    return wire.client(server, retry, url=url, **options)
 
 
 def _texts_of(error: BaseException) -> list[str]:
@@ -517,12 +587,12 @@ def _assert_no_secret(texts: list[str]) -> None:
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("credentials", CREDENTIALS)
-async def test_credentials_never_appear_in_the_client_repr(credentials: dict[str, Any]) -> None:
-    options: dict[str, Any] = {"url": BASE, **credentials}
-    url = str(options.pop("url"))
-    async with client_for(Server(status(200)), url=url, **options) as client:
+async def test_credentials_never_appear_in_the_client_repr(
+    credentials: dict[str, Any], wire: Wire
+) -> None:
+    async with credentialed_client(wire, Server(status(200)), None, credentials) as client:
         _assert_no_secret([repr(client), str(client)])
-        assert "pacs.test" in repr(client)
+        assert wire.url in repr(client)
 
 
 def test_bearer_token_never_appears_in_the_auth_repr() -> None:
@@ -543,12 +613,11 @@ async def test_credentials_never_appear_in_errors_or_our_logs(
     operation: Operation,
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
+    wire: Wire,
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="aiodicomweb")
-    options: dict[str, Any] = {"url": BASE, **credentials}
-    url = str(options.pop("url"))
     server = Server(fault)
-    async with client_for(server, quick_policy(), url=url, **options) as client:
+    async with credentialed_client(wire, server, quick_policy(), credentials) as client:
         with pytest.raises(DicomWebError) as caught:
             await operation(client, tmp_path)
     _assert_no_secret(_texts_of(caught.value))
@@ -562,12 +631,11 @@ async def test_credentials_never_appear_in_errors_or_our_logs(
 
 @pytest.mark.anyio
 async def test_credentials_in_the_url_never_reach_any_log_record(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, wire: Wire
 ) -> None:
     caplog.set_level(logging.DEBUG)
     server = Server(json_answer("[]"))
-    url = f"http://user:{PASSWORD}@pacs.test/dicom-web"
-    async with client_for(server, url=url) as client:
+    async with wire.client(server, url=wire.url_with_userinfo(f"user:{PASSWORD}")) as client:
         assert await client.search_studies() == []
     assert server.authorizations == [f"Basic {BASIC}"]
     assert caplog.records
@@ -609,10 +677,12 @@ REFRESH_KINDS = [
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("kind", REFRESH_KINDS)
-async def test_bearer_without_token_refreshes_before_the_first_request(kind: str) -> None:
+async def test_bearer_without_token_refreshes_before_the_first_request(
+    kind: str, wire: Wire
+) -> None:
     refresh, handed = _refresher(kind, ["tok-1"])
     server = Server(_authorized("tok-1"))
-    async with client_for(server, auth=BearerTokenAuth(refresh=refresh)) as client:
+    async with wire.client(server, auth=BearerTokenAuth(refresh=refresh)) as client:
         assert await client.search_studies() == []
         assert await client.search_studies() == []
     assert handed == ["tok-1"]
@@ -621,11 +691,13 @@ async def test_bearer_without_token_refreshes_before_the_first_request(kind: str
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("kind", REFRESH_KINDS)
-async def test_bearer_401_refreshes_once_and_retries_with_the_new_token(kind: str) -> None:
+async def test_bearer_401_refreshes_once_and_retries_with_the_new_token(
+    kind: str, wire: Wire
+) -> None:
     refresh, handed = _refresher(kind, ["new"])
     server = Server(_authorized("new"))
     auth = BearerTokenAuth("old", refresh=refresh)
-    async with client_for(server, auth=auth) as client:
+    async with wire.client(server, auth=auth) as client:
         assert await client.search_studies() == []
         assert await client.search_studies() == []
     assert handed == ["new"]
@@ -634,11 +706,11 @@ async def test_bearer_401_refreshes_once_and_retries_with_the_new_token(kind: st
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("kind", REFRESH_KINDS)
-async def test_bearer_second_401_becomes_http_error(kind: str) -> None:
+async def test_bearer_second_401_becomes_http_error(kind: str, wire: Wire) -> None:
     refresh, handed = _refresher(kind, ["new", "newer"])
     server = Server(_authorized())
     auth = BearerTokenAuth("old", refresh=refresh)
-    async with client_for(server, quick_policy(), auth=auth) as client:
+    async with wire.client(server, quick_policy(), auth=auth) as client:
         with pytest.raises(DicomWebHTTPError) as caught:
             await client.search_studies()
     assert caught.value.status == 401
@@ -647,9 +719,9 @@ async def test_bearer_second_401_becomes_http_error(kind: str) -> None:
 
 
 @pytest.mark.anyio
-async def test_bearer_without_refresh_callback_does_not_retry_a_401() -> None:
+async def test_bearer_without_refresh_callback_does_not_retry_a_401(wire: Wire) -> None:
     server = Server(_authorized())
-    async with client_for(server, quick_policy(), auth=BearerTokenAuth("old")) as client:
+    async with wire.client(server, quick_policy(), auth=BearerTokenAuth("old")) as client:
         with pytest.raises(DicomWebHTTPError) as caught:
             await client.search_studies()
     assert caught.value.status == 401
@@ -657,12 +729,12 @@ async def test_bearer_without_refresh_callback_does_not_retry_a_401() -> None:
 
 
 @pytest.mark.anyio
-async def test_bearer_concurrent_401s_share_one_refresh() -> None:
+async def test_bearer_concurrent_401s_share_one_refresh(wire: Wire) -> None:
     refresh, handed = _refresher("async", ["new", "newer", "newest"])
     server = Server(_authorized("new"))
     auth = BearerTokenAuth("old", refresh=refresh)
     results: list[object] = []
-    async with client_for(server, auth=auth) as client:
+    async with wire.client(server, auth=auth) as client:
 
         async def one() -> None:
             results.append(await client.search_studies())
@@ -683,9 +755,9 @@ def test_bearer_needs_a_token_or_a_refresh_callback() -> None:
 
 
 @pytest.mark.anyio
-async def test_retrieve_instance_answered_with_html_names_the_media_type() -> None:
+async def test_retrieve_instance_answered_with_html_names_the_media_type(wire: Wire) -> None:
     server = Server(status(200, {"Content-Type": "text/html; charset=utf-8"}, b"<html>login"))
-    async with client_for(server, quick_policy()) as client:
+    async with wire.client(server, quick_policy()) as client:
         with pytest.raises(UnexpectedResponseError) as caught:
             await client.retrieve_instance(STUDY, SERIES, SOP)
     assert_server_side(caught.value)
@@ -704,9 +776,9 @@ async def test_retrieve_instance_answered_with_html_names_the_media_type() -> No
         pytest.param(json_answer("[]"), id="empty-array"),
     ],
 )
-async def test_qido_no_results_is_an_empty_list(answer: Answer) -> None:
+async def test_qido_no_results_is_an_empty_list(answer: Answer, wire: Wire) -> None:
     server = Server(answer)
-    async with client_for(server, quick_policy()) as client:
+    async with wire.client(server, quick_policy()) as client:
         assert await client.search_studies() == []
         assert await client.search_series(STUDY) == []
         assert await client.search_instances(STUDY, SERIES) == []
@@ -729,10 +801,10 @@ async def test_qido_no_results_is_an_empty_list(answer: Answer) -> None:
     ],
 )
 async def test_qido_unusable_answer_is_unexpected_response_error(
-    answer: Answer, named: str
+    answer: Answer, named: str, wire: Wire
 ) -> None:
     server = Server(answer)
-    async with client_for(server, quick_policy()) as client:
+    async with wire.client(server, quick_policy()) as client:
         with pytest.raises(UnexpectedResponseError) as caught:
             await client.search_studies()
     assert_server_side(caught.value)
@@ -741,9 +813,9 @@ async def test_qido_unusable_answer_is_unexpected_response_error(
 
 
 @pytest.mark.anyio
-async def test_metadata_with_empty_body_is_unexpected_response_error() -> None:
+async def test_metadata_with_empty_body_is_unexpected_response_error(wire: Wire) -> None:
     server = Server(status(200, {"Content-Type": DICOM_JSON}))
-    async with client_for(server) as client:
+    async with wire.client(server) as client:
         with pytest.raises(UnexpectedResponseError):
             await client.retrieve_series_metadata(STUDY, SERIES)
 
@@ -779,17 +851,17 @@ class PagingServer(Server):
         return httpx.Response(200, headers={"Content-Type": DICOM_JSON}, content=body)
 
 
-async def _pages(server: Server, page_size: int) -> list[list[dict[str, object]]]:
-    async with client_for(server) as client:
+async def _pages(wire: Wire, server: Server, page_size: int) -> list[list[dict[str, object]]]:
+    async with wire.client(server) as client:
         return [
             page async for page in client.search_pages("instances", STUDY, page_size=page_size)
         ]
 
 
 @pytest.mark.anyio
-async def test_search_pages_stops_on_a_short_page() -> None:
+async def test_search_pages_stops_on_a_short_page(wire: Wire) -> None:
     server = PagingServer(5)
-    pages = await _pages(server, 2)
+    pages = await _pages(wire, server, 2)
     assert pages == [[_dataset(0), _dataset(1)], [_dataset(2), _dataset(3)], [_dataset(4)]]
     assert server.offsets == [0, 2, 4]
     assert server.limits == [2, 2, 2]
@@ -805,27 +877,27 @@ async def test_search_pages_stops_on_a_short_page() -> None:
         pytest.param(status(200), id="empty-body"),
     ],
 )
-async def test_search_pages_stops_on_an_empty_page(empty: Answer | None) -> None:
+async def test_search_pages_stops_on_an_empty_page(empty: Answer | None, wire: Wire) -> None:
     server = PagingServer(4, empty=empty)
-    pages = await _pages(server, 2)
+    pages = await _pages(wire, server, 2)
     assert pages == [[_dataset(0), _dataset(1)], [_dataset(2), _dataset(3)]]
     assert server.offsets == [0, 2, 4]
 
 
 @pytest.mark.anyio
 async def test_search_pages_stops_when_the_server_ignores_offset(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, wire: Wire
 ) -> None:
     caplog.set_level(logging.WARNING, logger="aiodicomweb")
     server = PagingServer(100, ignore_offset=True)
-    pages = await _pages(server, 3)
+    pages = await _pages(wire, server, 3)
     assert pages == [[_dataset(0), _dataset(1), _dataset(2)]]
     assert server.offsets == [0, 3]
     assert any("offset" in r.getMessage() for r in caplog.records)
 
 
 @pytest.mark.anyio
-async def test_search_pages_with_no_results_yields_nothing() -> None:
+async def test_search_pages_with_no_results_yields_nothing(wire: Wire) -> None:
     server = PagingServer(0)
-    assert await _pages(server, 10) == []
+    assert await _pages(wire, server, 10) == []
     assert server.offsets == [0]

@@ -1,8 +1,10 @@
 """Faults, hostile servers and load: aiodicomweb keeps working and loses nothing.
 
 Real Orthanc wherever Orthanc can show the behaviour (killed mid-download,
-load); a scripted loopback socket for stalls and resets; MockTransport for
-hostile bodies. docs/faults.md lists every case with the test that proves it.
+load); a scripted loopback socket for stalls and resets; scripted handlers for
+hostile bodies, served over real sockets on each production path by the `wire`
+fixture (tests/support/matrix.py). docs/faults.md lists every case with the test
+that proves it.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from aiodicomweb import (
 )
 from tests.support.corpus import Corpus, upload_instances
 from tests.support.dicomgen import TEST_CORPUS, SeriesSpec, generate_series
+from tests.support.matrix import Wire
 from tests.support.orthanc import OrthancServer
 from tests.support.rawserver import raw_server, reset
 
@@ -80,7 +83,7 @@ def qido_listing() -> bytes:
 
 
 class FakeWado:
-    """A WADO/QIDO server in a MockTransport whose series stream is scripted."""
+    """A WADO/QIDO server (a MockTransport handler) whose series stream is scripted."""
 
     def __init__(self, series_answers: list[bytes]) -> None:
         self.series_answers = series_answers
@@ -110,32 +113,31 @@ def folder_bytes(folder: Path) -> list[bytes]:
 # -- resume instead of restart ---------------------------------------------------------
 
 
-async def test_broken_stream_resumes_with_only_the_missing_instances(tmp_path, caplog):
+async def test_broken_stream_resumes_with_only_the_missing_instances(tmp_path, caplog, wire: Wire):
     server = FakeWado([multipart(BODIES[:2], cut_into_next=True)])
-    async with AsyncDicomWebClient("http://pacs.test/dicom-web", retry=FAST_RETRY,
-                                   transport=httpx.MockTransport(server)) as client:  # fmt: skip
+    async with wire.client(server, FAST_RETRY) as client:
         result = await client.download_series(SPEC.study_uid, SPEC.series_uid, tmp_path / "s")
     assert folder_bytes(tmp_path / "s") == BODIES
-    assert server.instance_requests() == UIDS[2:]
+    # Each missing instance once, none of the kept ones; fetched concurrently, so they
+    # reach a real server in any order.
+    assert sorted(server.instance_requests()) == sorted(UIDS[2:])
     assert server.requests.count(SERIES_PATH) == 1
     assert result.instances == len(BODIES)
     saved = sum(map(len, BODIES[:2]))
     assert f"kept {saved} bytes" in caplog.text
 
 
-async def test_broken_stream_without_retries_fails_and_leaves_nothing(tmp_path):
+async def test_broken_stream_without_retries_fails_and_leaves_nothing(tmp_path, wire: Wire):
     server = FakeWado([multipart(BODIES[:2], cut_into_next=True)])
-    async with AsyncDicomWebClient("http://pacs.test/dicom-web", retry=None,
-                                   transport=httpx.MockTransport(server)) as client:  # fmt: skip
+    async with wire.client(server, None) as client:
         with pytest.raises(MultipartError):
             await client.download_series(SPEC.study_uid, SPEC.series_uid, tmp_path / "s")
     assert os.listdir(tmp_path) == []
 
 
-async def test_stream_cut_inside_the_first_part_is_retried_whole(tmp_path):
+async def test_stream_cut_inside_the_first_part_is_retried_whole(tmp_path, wire: Wire):
     server = FakeWado([multipart([], cut_into_next=True), multipart(BODIES)])
-    async with AsyncDicomWebClient("http://pacs.test/dicom-web", retry=FAST_RETRY,
-                                   transport=httpx.MockTransport(server)) as client:  # fmt: skip
+    async with wire.client(server, FAST_RETRY) as client:
         await client.download_series(SPEC.study_uid, SPEC.series_uid, tmp_path / "s")
     assert folder_bytes(tmp_path / "s") == BODIES
     assert server.requests == [SERIES_PATH, SERIES_PATH]
@@ -300,16 +302,14 @@ def endless(prefix: bytes, filler: bytes, total: int) -> Iterator[bytes]:
                                    .encode(), b"tiny"]), {}, "ended", id="huge-content-length"),
     ],
 )  # fmt: skip
-async def test_hostile_bodies_fail_clearly_in_bounded_memory(body, headers, message):
+async def test_hostile_bodies_fail_clearly_in_bounded_memory(body, headers, message, wire: Wire):
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, headers={"Content-Type": MULTIPART, **headers},
                               stream=streamed(body()))  # fmt: skip
 
     tracemalloc.start()
     try:
-        async with AsyncDicomWebClient(
-            "http://pacs.test/dw", retry=None, transport=httpx.MockTransport(handler)
-        ) as client:
+        async with wire.client(handler, None) as client:
             with pytest.raises(MultipartError, match=message):
                 await client.retrieve_series("1.2", "1.2.3")
         peak = tracemalloc.get_traced_memory()[1]
@@ -319,7 +319,9 @@ async def test_hostile_bodies_fail_clearly_in_bounded_memory(body, headers, mess
 
 
 @pytest.mark.parametrize("encoding", ["gzip", "deflate"])
-async def test_a_compressed_single_part_cut_short_is_an_error_not_a_short_file(encoding):
+async def test_a_compressed_single_part_cut_short_is_an_error_not_a_short_file(
+    encoding, wire: Wire
+):
     data = b"DICM" + bytes(range(256)) * 400
     packed = gzip.compress(data) if encoding == "gzip" else zlib.compress(data)
 
@@ -327,14 +329,12 @@ async def test_a_compressed_single_part_cut_short_is_an_error_not_a_short_file(e
         headers = {"Content-Type": "application/dicom", "Content-Encoding": encoding}
         return httpx.Response(200, headers=headers, stream=streamed(iter([packed[:-20]])))
 
-    async with AsyncDicomWebClient(
-        "http://pacs.test/dw", transport=httpx.MockTransport(handler), retry=None
-    ) as client:
+    async with wire.client(handler, None) as client:
         with pytest.raises(UnexpectedResponseError, match="cut short"):
             await client.retrieve_instance("1.2", "1.2.3", "1.2.3.4")
 
 
-async def test_gzip_bomb_on_a_multipart_body_is_inflated_in_bounded_pieces():
+async def test_gzip_bomb_on_a_multipart_body_is_inflated_in_bounded_pieces(wire: Wire):
     zeros = 256 << 20
     bomb_part = (f"--{BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n".encode()
                  + b"\0" * zeros + f"\r\n--{BOUNDARY}--\r\n".encode())  # fmt: skip
@@ -348,9 +348,7 @@ async def test_gzip_bomb_on_a_multipart_body_is_inflated_in_bounded_pieces():
 
     tracemalloc.start()
     try:
-        async with AsyncDicomWebClient(
-            "http://pacs.test/dw", transport=httpx.MockTransport(handler)
-        ) as client:
+        async with wire.client(handler, RetryPolicy()) as client:
             async with client.stream_series("1.2", "1.2.3") as parts:
                 sizes = [sum([len(v) async for v in p.aiter_views()]) async for p in parts]
         peak = tracemalloc.get_traced_memory()[1]
@@ -367,32 +365,31 @@ async def test_gzip_bomb_on_a_multipart_body_is_inflated_in_bounded_pieces():
         pytest.param(BearerTokenAuth("tok"), id="bearer"),
     ],
 )
-async def test_redirect_to_another_host_does_not_carry_credentials(auth):
+async def test_redirect_to_another_host_does_not_carry_credentials(auth, wire: Wire):
+    # The wire server answers under both of its names: 127.0.0.1 is the PACS, and
+    # localhost (another host, same port) stands for the stranger.
     seen: dict[str, str | None] = {}
 
     def handler(request: httpx.Request) -> httpx.Response:
         seen[request.url.host] = request.headers.get("Authorization")
-        if request.url.host == "pacs.test":
-            return httpx.Response(302, headers={"Location": "http://evil.test/dw/studies"})
+        if request.url.host == "127.0.0.1":
+            elsewhere = request.url.copy_with(host="localhost")
+            return httpx.Response(302, headers={"Location": str(elsewhere)})
         return httpx.Response(200, json=[])
 
-    async with AsyncDicomWebClient(
-        "http://pacs.test/dw", auth=auth, transport=httpx.MockTransport(handler)
-    ) as client:
+    async with wire.client(handler, RetryPolicy(), auth=auth) as client:
         assert await client.search_studies() == []
-    assert seen["pacs.test"] is not None
-    assert seen["evil.test"] is None
+    assert seen["127.0.0.1"] is not None
+    assert seen["localhost"] is None
 
 
-async def test_hostile_instance_uid_in_qido_writes_nothing(tmp_path):
+async def test_hostile_instance_uid_in_qido_writes_nothing(tmp_path, wire: Wire):
     def handler(request: httpx.Request) -> httpx.Response:
         listing = [{"00080018": {"vr": "UI", "Value": ["../../../../tmp/owned"]}}]
         return httpx.Response(200, headers={"Content-Type": "application/dicom+json"},
                               content=json.dumps(listing))  # fmt: skip
 
-    async with AsyncDicomWebClient(
-        "http://pacs.test/dw", transport=httpx.MockTransport(handler)
-    ) as client:
+    async with wire.client(handler, RetryPolicy()) as client:
         with pytest.raises(UnexpectedResponseError, match="SOPInstanceUID"):
             await client.download_series("1.2", "1.2.3", tmp_path / "s", strategy="per_instance")
     assert os.listdir(tmp_path) == []

@@ -1,7 +1,9 @@
 """Tests of the retry policy: pure decisions first, then through the real client.
 
-Client tests run on `httpx.MockTransport`; the policy's `sleep` is a recorder, so
-attempts and waits are counted and nothing ever really sleeps.
+Client tests script their servers as MockTransport handlers and take the `wire`
+fixture (tests/support/matrix.py), which serves them over real sockets on each
+production path (plain http, https, httpx's transport). The policy's `sleep` is a
+recorder, so attempts and waits are counted and nothing ever really sleeps.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from aiodicomweb import (
     UnexpectedResponseError,
 )
 from aiodicomweb._retry import parse_retry_after
+from tests.support.matrix import Wire, parametrize_wire
 
 BASE = "http://pacs.test/dicom-web"
 STUDY = "1.2.826.0.1.3680043.8.498.1"
@@ -45,11 +48,15 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    parametrize_wire(metafunc)  # tests on the wire: the matrix's backend and path pairs
+
+
 # -- helpers -----------------------------------------------------------------------
 
 
 class Server:
-    """A scripted MockTransport handler: the answers in order, the last one repeated.
+    """A scripted handler: the answers in order, the last one repeated.
 
     An answer is a callable building a fresh response, or an exception to raise.
     """
@@ -116,7 +123,8 @@ def recording_policy(**options: object) -> tuple[RetryPolicy, list[float]]:
     return RetryPolicy(sleep=recorder, **options), waits  # type: ignore[arg-type]
 
 
-def client_for(server: Server, retry: RetryPolicy | None) -> AsyncDicomWebClient:
+def mock_client_for(server: Server, retry: RetryPolicy | None) -> AsyncDicomWebClient:
+    """A client on MockTransport, for what a socket cannot show."""
     return AsyncDicomWebClient(BASE, transport=httpx.MockTransport(server), retry=retry)
 
 
@@ -310,10 +318,10 @@ def test_parse_retry_after_uses_the_clock_when_now_is_not_given() -> None:
 
 
 @pytest.mark.anyio
-async def test_503_with_retry_after_then_200_succeeds_after_two_attempts() -> None:
+async def test_503_with_retry_after_then_200_succeeds_after_two_attempts(wire: Wire) -> None:
     server = Server(status(503, {"Retry-After": "2"}), json_answer('[{"00100020": {}}]'))
     policy, waits = recording_policy()
-    async with client_for(server, policy) as client:
+    async with wire.client(server, policy) as client:
         found = await client.search_studies()
     assert found == [{"00100020": {}}]
     assert server.calls == 2
@@ -321,12 +329,12 @@ async def test_503_with_retry_after_then_200_succeeds_after_two_attempts() -> No
 
 
 @pytest.mark.anyio
-async def test_retry_after_as_http_date_is_honoured() -> None:
+async def test_retry_after_as_http_date_is_honoured(wire: Wire) -> None:
     later = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=30)
     header = email.utils.format_datetime(later, usegmt=True)
     server = Server(status(503, {"Retry-After": header}), json_answer())
     policy, waits = recording_policy()
-    async with client_for(server, policy) as client:
+    async with wire.client(server, policy) as client:
         assert await client.search_studies() == []
     assert server.calls == 2
     assert len(waits) == 1
@@ -334,19 +342,21 @@ async def test_retry_after_as_http_date_is_honoured() -> None:
 
 
 @pytest.mark.anyio
-async def test_retry_after_date_in_the_past_retries_at_once() -> None:
+async def test_retry_after_date_in_the_past_retries_at_once(wire: Wire) -> None:
     server = Server(status(503, {"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}), json_answer())
     policy, waits = recording_policy()
-    async with client_for(server, policy) as client:
+    async with wire.client(server, policy) as client:
         assert await client.search_studies() == []
     assert waits == [0.0]
 
 
 @pytest.mark.anyio
-async def test_429_storm_gives_up_after_exactly_max_attempts_with_bounded_waits() -> None:
+async def test_429_storm_gives_up_after_exactly_max_attempts_with_bounded_waits(
+    wire: Wire,
+) -> None:
     server = Server(status(429, {"Retry-After": "86400"}, b"slow down"))
     policy, waits = recording_policy(max_attempts=5, max_retry_after=7)
-    async with client_for(server, policy) as client:
+    async with wire.client(server, policy) as client:
         with pytest.raises(DicomWebHTTPError) as caught:
             await client.search_studies()
     assert caught.value.status == 429
@@ -358,10 +368,10 @@ async def test_429_storm_gives_up_after_exactly_max_attempts_with_bounded_waits(
 
 
 @pytest.mark.anyio
-async def test_429_without_retry_after_backs_off_exponentially() -> None:
+async def test_429_without_retry_after_backs_off_exponentially(wire: Wire) -> None:
     server = Server(status(429))
     policy, waits = recording_policy(max_attempts=5)
-    async with client_for(server, policy) as client:
+    async with wire.client(server, policy) as client:
         with pytest.raises(DicomWebHTTPError):
             await client.search_studies()
     assert server.calls == 5
@@ -370,10 +380,10 @@ async def test_429_without_retry_after_backs_off_exponentially() -> None:
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("code", [408, 429, 503, 504])
-async def test_each_retryable_status_is_retried(code: int) -> None:
+async def test_each_retryable_status_is_retried(code: int, wire: Wire) -> None:
     server = Server(status(code), json_answer())
     policy, waits = recording_policy()
-    async with client_for(server, policy) as client:
+    async with wire.client(server, policy) as client:
         assert await client.search_studies() == []
     assert server.calls == 2
     assert waits == [1.0]
@@ -381,10 +391,10 @@ async def test_each_retryable_status_is_retried(code: int) -> None:
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("code", [400, 401, 403, 404, 405, 409, 500])
-async def test_other_error_statuses_are_never_retried(code: int) -> None:
+async def test_other_error_statuses_are_never_retried(code: int, wire: Wire) -> None:
     server = Server(status(code, content=b"no"))
     policy, waits = recording_policy()
-    async with client_for(server, policy) as client:
+    async with wire.client(server, policy) as client:
         with pytest.raises(DicomWebHTTPError) as caught:
             await client.search_studies()
     assert caught.value.status == code
@@ -393,10 +403,10 @@ async def test_other_error_statuses_are_never_retried(code: int) -> None:
 
 
 @pytest.mark.anyio
-async def test_connection_errors_are_retried_then_become_transport_errors() -> None:
+async def test_connection_errors_are_retried_then_become_transport_errors(wire: Wire) -> None:
     server = Server(httpx.ConnectError("connection refused"))
     policy, waits = recording_policy(max_attempts=4)
-    async with client_for(server, policy) as client:
+    async with wire.client(server, policy) as client:
         with pytest.raises(DicomWebTransportError) as caught:
             await client.search_studies()
     assert isinstance(caught.value, ConnectionError)
@@ -406,20 +416,22 @@ async def test_connection_errors_are_retried_then_become_transport_errors() -> N
 
 
 @pytest.mark.anyio
-async def test_connection_error_then_success_recovers() -> None:
+async def test_connection_error_then_success_recovers(wire: Wire) -> None:
     server = Server(httpx.ConnectError("refused"), httpx.RemoteProtocolError("eof"), json_answer())
     policy, waits = recording_policy()
-    async with client_for(server, policy) as client:
+    async with wire.client(server, policy) as client:
         assert await client.search_studies() == []
     assert server.calls == 3
     assert waits == [1.0, 2.0]
 
 
+# MockTransport: the timeout is raised inside the transport; a socket gives a reset,
+# not a timeout (test_faults.py stalls a real socket instead).
 @pytest.mark.anyio
 async def test_read_timeout_becomes_timeout_error_after_retries() -> None:
     server = Server(httpx.ReadTimeout("read timed out"))
     policy, waits = recording_policy(max_attempts=3)
-    async with client_for(server, policy) as client:
+    async with mock_client_for(server, policy) as client:
         with pytest.raises(DicomWebTimeoutError) as caught:
             await client.search_studies()
     assert isinstance(caught.value, TimeoutError)
@@ -430,10 +442,10 @@ async def test_read_timeout_becomes_timeout_error_after_retries() -> None:
 
 
 @pytest.mark.anyio
-async def test_transport_errors_not_retried_when_switched_off() -> None:
+async def test_transport_errors_not_retried_when_switched_off(wire: Wire) -> None:
     server = Server(httpx.ConnectError("refused"))
     policy, waits = recording_policy(retry_transport_errors=False)
-    async with client_for(server, policy) as client:
+    async with wire.client(server, policy) as client:
         with pytest.raises(DicomWebTransportError):
             await client.search_studies()
     assert server.calls == 1
@@ -448,19 +460,21 @@ async def test_transport_errors_not_retried_when_switched_off() -> None:
         pytest.param(httpx.ConnectError("refused"), id="connect-error"),
     ],
 )
-async def test_retry_none_makes_exactly_one_attempt(answer: Answer | Exception) -> None:
+async def test_retry_none_makes_exactly_one_attempt(
+    answer: Answer | Exception, wire: Wire
+) -> None:
     server = Server(answer, json_answer())
-    async with client_for(server, None) as client:
+    async with wire.client(server, None) as client:
         with pytest.raises((DicomWebHTTPError, DicomWebTransportError)):
             await client.search_studies()
     assert server.calls == 1
 
 
 @pytest.mark.anyio
-async def test_max_attempts_one_makes_exactly_one_attempt() -> None:
+async def test_max_attempts_one_makes_exactly_one_attempt(wire: Wire) -> None:
     server = Server(status(503), json_answer())
     policy, waits = recording_policy(max_attempts=1)
-    async with client_for(server, policy) as client:
+    async with wire.client(server, policy) as client:
         with pytest.raises(DicomWebHTTPError):
             await client.search_studies()
     assert server.calls == 1
@@ -468,10 +482,10 @@ async def test_max_attempts_one_makes_exactly_one_attempt() -> None:
 
 
 @pytest.mark.anyio
-async def test_retry_can_be_replaced_on_a_live_client() -> None:
+async def test_retry_can_be_replaced_on_a_live_client(wire: Wire) -> None:
     server = Server(status(503), json_answer())
     policy, _ = recording_policy()
-    async with client_for(server, policy) as client:
+    async with wire.client(server, policy) as client:
         client.retry = None
         with pytest.raises(DicomWebHTTPError):
             await client.search_studies()
@@ -479,11 +493,11 @@ async def test_retry_can_be_replaced_on_a_live_client() -> None:
 
 
 @pytest.mark.anyio
-async def test_store_retry_sends_the_whole_body_again() -> None:
+async def test_store_retry_sends_the_whole_body_again(wire: Wire) -> None:
     server = Server(status(503), status(200))
     policy, waits = recording_policy()
     payload = b"DICM-like payload " * 100
-    async with client_for(server, policy) as client:
+    async with wire.client(server, policy) as client:
         await client.store([payload])
     assert server.calls == 2
     bodies = [request.content for request in server.requests]
@@ -496,10 +510,10 @@ async def test_store_retry_sends_the_whole_body_again() -> None:
 
 
 @pytest.mark.anyio
-async def test_stream_series_503_on_open_is_retried_as_a_whole() -> None:
+async def test_stream_series_503_on_open_is_retried_as_a_whole(wire: Wire) -> None:
     server = Server(status(503), multipart(b"first", b"second"))
     policy, waits = recording_policy()
-    async with client_for(server, policy) as client:
+    async with wire.client(server, policy) as client:
         async with client.stream_series(STUDY, SERIES) as parts:
             bodies = [await part.read() async for part in parts]
     assert bodies == [b"first", b"second"]
@@ -509,10 +523,10 @@ async def test_stream_series_503_on_open_is_retried_as_a_whole() -> None:
 
 
 @pytest.mark.anyio
-async def test_stream_series_gives_up_on_open_after_max_attempts() -> None:
+async def test_stream_series_gives_up_on_open_after_max_attempts(wire: Wire) -> None:
     server = Server(status(503))
     policy, waits = recording_policy(max_attempts=3)
-    async with client_for(server, policy) as client:
+    async with wire.client(server, policy) as client:
         with pytest.raises(DicomWebHTTPError) as caught:
             async with client.stream_series(STUDY, SERIES):
                 pytest.fail("the stream must not open")
@@ -522,11 +536,11 @@ async def test_stream_series_gives_up_on_open_after_max_attempts() -> None:
 
 
 @pytest.mark.anyio
-async def test_truncated_stream_raises_multipart_error_from_iteration() -> None:
+async def test_truncated_stream_raises_multipart_error_from_iteration(wire: Wire) -> None:
     server = Server(truncated(), multipart(b"never asked"))
     policy, waits = recording_policy()
     opened = False
-    async with client_for(server, policy) as client:
+    async with wire.client(server, policy) as client:
         with pytest.raises(MultipartError) as caught:
             async with client.stream_series(STUDY, SERIES) as parts:
                 opened = True
@@ -541,7 +555,9 @@ async def test_truncated_stream_raises_multipart_error_from_iteration() -> None:
 
 
 @pytest.mark.anyio
-async def test_stream_broken_by_the_network_raises_transport_error_from_iteration() -> None:
+async def test_stream_broken_by_the_network_raises_transport_error_from_iteration(
+    wire: Wire,
+) -> None:
     def broken(request: httpx.Request) -> httpx.Response:
         head = b"--XX\r\nContent-Type: application/dicom\r\n\r\n0123456789"
         return httpx.Response(
@@ -550,7 +566,7 @@ async def test_stream_broken_by_the_network_raises_transport_error_from_iteratio
 
     server = Server(broken)
     policy, waits = recording_policy()
-    async with client_for(server, policy) as client:
+    async with wire.client(server, policy) as client:
         with pytest.raises(DicomWebTransportError):
             async with client.stream_series(STUDY, SERIES) as parts:
                 async for part in parts:
@@ -563,11 +579,13 @@ async def test_stream_broken_by_the_network_raises_transport_error_from_iteratio
 
 
 @pytest.mark.anyio
-async def test_download_series_retries_a_truncated_series_as_a_whole(tmp_path: Path) -> None:
+async def test_download_series_retries_a_truncated_series_as_a_whole(
+    tmp_path: Path, wire: Wire
+) -> None:
     server = Server(truncated(), multipart(b"instance-0", b"instance-1"))
     policy, waits = recording_policy()
     dest = tmp_path / "series"
-    async with client_for(server, policy) as client:
+    async with wire.client(server, policy) as client:
         result = await client.download_series(STUDY, SERIES, dest)
     assert server.calls == 2
     assert waits == [1.0]
@@ -579,11 +597,13 @@ async def test_download_series_retries_a_truncated_series_as_a_whole(tmp_path: P
 
 
 @pytest.mark.anyio
-async def test_download_series_always_truncated_leaves_nothing_behind(tmp_path: Path) -> None:
+async def test_download_series_always_truncated_leaves_nothing_behind(
+    tmp_path: Path, wire: Wire
+) -> None:
     server = Server(truncated())
     policy, waits = recording_policy(max_attempts=3)
     dest = tmp_path / "series"
-    async with client_for(server, policy) as client:
+    async with wire.client(server, policy) as client:
         with pytest.raises(MultipartError) as caught:
             await client.download_series(STUDY, SERIES, dest)
     assert isinstance(caught.value, ConnectionError)
@@ -593,9 +613,9 @@ async def test_download_series_always_truncated_leaves_nothing_behind(tmp_path: 
 
 
 @pytest.mark.anyio
-async def test_download_series_with_retry_none_tries_once(tmp_path: Path) -> None:
+async def test_download_series_with_retry_none_tries_once(tmp_path: Path, wire: Wire) -> None:
     server = Server(truncated(), multipart(b"never asked"))
-    async with client_for(server, None) as client:
+    async with wire.client(server, None) as client:
         with pytest.raises(MultipartError):
             await client.download_series(STUDY, SERIES, tmp_path / "series")
     assert server.calls == 1
@@ -603,7 +623,9 @@ async def test_download_series_with_retry_none_tries_once(tmp_path: Path) -> Non
 
 
 @pytest.mark.anyio
-async def test_download_series_per_instance_retries_one_instance(tmp_path: Path) -> None:
+async def test_download_series_per_instance_retries_one_instance(
+    tmp_path: Path, wire: Wire
+) -> None:
     sop = f"{SERIES}.7"
     qido = json_answer(f'[{{"00080018": {{"vr": "UI", "Value": ["{sop}"]}}}}]')
     attempts: list[str] = []
@@ -618,7 +640,7 @@ async def test_download_series_per_instance_retries_one_instance(tmp_path: Path)
     server = Server(routed)
     policy, waits = recording_policy()
     dest = tmp_path / "series"
-    async with client_for(server, policy) as client:
+    async with wire.client(server, policy) as client:
         await client.download_series(STUDY, SERIES, dest, strategy="per_instance")
     assert len(attempts) == 2
     assert all(path.endswith(f"/instances/{sop}") for path in attempts)

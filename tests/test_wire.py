@@ -162,15 +162,35 @@ async def test_an_obs_folded_header_is_joined_with_a_space_as_h11_does() -> None
     assert response.headers["warning"] == '299 pacs "more results"'
 
 
-async def test_a_reset_after_part_of_a_close_delimited_body_is_an_error_not_its_end() -> None:
+@pytest.mark.parametrize("scheme", ["http", "https"])
+async def test_a_reset_after_part_of_a_close_delimited_body_is_an_error_not_its_end(
+    scheme: str, certificates: Any, wire_tls: Any
+) -> None:
     def script(sock: socket.socket) -> None:
         sock.sendall((JSON_HEAD + "\r\n").encode() + STUDY.encode()[:10])
         time.sleep(0.2)
         reset(sock)
 
-    with raw_server(lambda path: script) as url:
-        with pytest.raises(DicomWebTransportError):
-            await search(url)
+    tls = wire_tls if scheme == "https" else None
+    with raw_server(lambda path: script, tls=tls) as url:
+        async with AsyncDicomWebClient(url, retry=None, verify=certificates.ca) as client:
+            with pytest.raises(DicomWebTransportError, match="reset"):
+                await client.search_studies()
+
+
+@pytest.mark.parametrize("notify", [True, False], ids=["close-notify", "bare-close"])
+async def test_a_tls_close_ends_a_close_delimited_body_as_in_httpx(
+    notify: bool, certificates: Any, wire_tls: Any
+) -> None:
+    def script(sock: socket.socket) -> None:
+        sock.sendall((JSON_HEAD + "\r\n" + STUDY).encode())
+        if notify:
+            sock = sock.unwrap()  # type: ignore[attr-defined]
+        sock.shutdown(socket.SHUT_RDWR)
+
+    with raw_server(lambda path: script, tls=wire_tls) as url:
+        async with AsyncDicomWebClient(url, retry=None, verify=certificates.ca) as client:
+            assert len(await client.search_studies()) == 1
 
 
 # -- closed means closed -------------------------------------------------------------
