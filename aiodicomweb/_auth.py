@@ -9,6 +9,7 @@ import anyio
 import httpx
 
 from aiodicomweb._exceptions import DicomWebUsageError
+from aiodicomweb._validate import header_value
 
 __all__ = ["BearerTokenAuth", "make_auth"]
 
@@ -30,7 +31,7 @@ class BearerTokenAuth(httpx.Auth):
     def __init__(self, token: str | None = None, refresh: TokenSource | None = None) -> None:
         if token is None and refresh is None:
             raise DicomWebUsageError("BearerTokenAuth needs a token or a refresh callback")
-        self._token = token
+        self._token = None if token is None else header_value("Authorization", token)
         self._refresh = refresh
         self._lock = anyio.Lock()
 
@@ -60,7 +61,7 @@ class BearerTokenAuth(httpx.Auth):
             token = self._refresh()
             if inspect.isawaitable(token):
                 token = await token
-            self._token = str(token)
+            self._token = header_value("Authorization", str(token))
             return self._token
 
     async def async_auth_flow(

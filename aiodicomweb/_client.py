@@ -27,6 +27,7 @@ from aiodicomweb._exceptions import (
     MissingDependencyError,
     UnexpectedResponseError,
 )
+from aiodicomweb._inflate import DEFAULT_LIMITS, InflateLimits
 from aiodicomweb._media import (
     DICOM,
     JSON_ACCEPT,
@@ -50,6 +51,7 @@ from aiodicomweb._urls import (
     server_uid,
     validate_uid,
 )
+from aiodicomweb._validate import checked_headers
 
 __all__ = ["DEFAULT_TIMEOUT", "AsyncDicomWebClient", "DeleteStrategy"]
 
@@ -111,6 +113,11 @@ class AsyncDicomWebClient:
             `url` without its last path segment.
         transport: An httpx transport, the seam for tests.
         chunk_size: Bytes per file read when storing.
+        max_decoded_size: Bytes a compressed search, metadata or other buffered
+            answer may inflate to (512 MiB); past it, `UnexpectedResponseError`.
+        max_expansion_ratio: Inflated bytes per compressed byte such an answer may
+            reach once past 16 MiB (200; DICOM JSON compresses 10-30:1, a
+            compression bomb 1000:1); past it, `UnexpectedResponseError`.
     """
 
     def __init__(
@@ -136,6 +143,8 @@ class AsyncDicomWebClient:
         orthanc_url: str | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         chunk_size: int = 1 << 20,
+        max_decoded_size: int = DEFAULT_LIMITS.max_decoded_size,
+        max_expansion_ratio: float = DEFAULT_LIMITS.max_expansion_ratio,
     ) -> None:
         if delete_strategy not in ("dicomweb", "orthanc"):
             raise DicomWebUsageError(f"unknown delete_strategy: {delete_strategy!r}")
@@ -175,7 +184,7 @@ class AsyncDicomWebClient:
         auth = make_auth(auth)
         http = HttpClient(
             auth=auth,
-            headers=headers,
+            headers=checked_headers(headers),
             timeout=timeout,
             transport=transport,
             mounts=mounts,
@@ -186,7 +195,8 @@ class AsyncDicomWebClient:
         direct = None
         if isinstance(transport, BulkTransport):
             direct = DirectGets(http, transport, self.url, auth)
-        self._transport = Transport(http, retry, direct)
+        inflate = InflateLimits(max_decoded_size, max_expansion_ratio)
+        self._transport = Transport(http, retry, direct, inflate)
 
     def __repr__(self) -> str:
         return f"<AsyncDicomWebClient {redact_url(self.url)!r}>"

@@ -169,7 +169,9 @@ def translate_httpx_error(error: Exception, what: str) -> DicomWebError:
     detail = str(error) or _underlying_reason(error) or type(error).__name__
     if isinstance(error, httpx.UnsupportedProtocol):
         return DicomWebUsageError(f"{what}: unsupported URL scheme ({detail})")
-    if isinstance(error, (httpx.LocalProtocolError, httpx.InvalidURL)):
+    if isinstance(error, httpx.LocalProtocolError):  # its text may quote a header's value
+        return DicomWebUsageError(f"{what}: not a valid HTTP request (a header or the target)")
+    if isinstance(error, httpx.InvalidURL):
         return DicomWebUsageError(f"{what}: not a valid HTTP request ({detail})")
     if isinstance(error, httpx.TimeoutException):
         return DicomWebTimeoutError(f"{what}: timed out ({type(error).__name__}: {detail})")

@@ -7,7 +7,6 @@ chunk is read, so memory holds one network chunk, never a part or a series.
 
 from __future__ import annotations
 
-import zlib
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 
@@ -16,9 +15,9 @@ import httpx
 from aiodicomweb._exceptions import (
     MultipartError,
     MultipartUnsupportedError,
-    UnexpectedResponseError,
     translate_httpx_error,
 )
+from aiodicomweb._inflate import decoded_body
 from aiodicomweb._media import DICOM, MULTIPART_RELATED, media_type
 from aiodicomweb._multipart import (
     Event,
@@ -91,49 +90,6 @@ class Part:
         return b"".join([bytes(view) async for view in self.aiter_views()])
 
 
-# A decoded body is handed out in pieces of at most this size, whatever the
-# compression ratio: a "zip bomb" costs time, never memory.
-_MAX_DECODED_PIECE = 1 << 20
-
-
-async def _decoded(response: httpx.Response, description: str) -> AsyncIterator[bytes]:
-    """The response body, with gzip/deflate undone in bounded pieces.
-
-    httpx's own decoders inflate a whole network chunk at once (a 256 KiB gzip
-    chunk of zeros becomes 256 MiB), so WADO bodies are read raw and inflated
-    here with `max_length`.
-    """
-    try:
-        preloaded = response.content  # a body built in memory (tests, MockTransport)
-    except httpx.ResponseNotRead:
-        pass
-    else:
-        yield preloaded
-        return
-    encoding = response.headers.get("content-encoding", "identity").strip().lower()
-    if encoding in ("", "identity"):
-        async for chunk in response.aiter_raw():
-            yield chunk
-        return
-    if encoding not in ("gzip", "x-gzip", "deflate"):
-        raise UnexpectedResponseError(f"{description}: unsupported Content-Encoding {encoding!r}")
-    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS if "gzip" in encoding else zlib.MAX_WBITS)
-    try:
-        async for chunk in response.aiter_raw():
-            data = chunk
-            while data:
-                yield inflater.decompress(data, _MAX_DECODED_PIECE)
-                data = inflater.unconsumed_tail
-    except zlib.error as error:
-        raise UnexpectedResponseError(
-            f"{description}: corrupt {encoding} body ({error})"
-        ) from None
-    if rest := inflater.flush():
-        yield rest
-    if not inflater.eof:  # zlib does not complain about a stream cut short
-        raise UnexpectedResponseError(f"{description}: {encoding} body cut short")
-
-
 class MultipartStream:
     """Async iterator of `Part`s over an open, streamed httpx response.
 
@@ -151,7 +107,7 @@ class MultipartStream:
         self._response = response
         self._description = description
         self._events: deque[Event] = deque()
-        self._chunks = _decoded(response, description)
+        self._chunks = decoded_body(response, description)
         self._current: Part | None = None
         self._count = 0
         self._exhausted = False

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import ssl
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 import httpcore
@@ -20,10 +20,12 @@ from aiodicomweb._bulk import READ_SIZE, BulkTransport
 from aiodicomweb._direct import DirectGets
 from aiodicomweb._exceptions import (
     ClientClosedError,
+    DicomWebError,
     DicomWebHTTPError,
     excerpt,
     translate_httpx_error,
 )
+from aiodicomweb._inflate import DEFAULT_LIMITS, InflateLimits, read_body
 from aiodicomweb._retry import RetryPolicy, parse_retry_after, retrying
 from aiodicomweb._tls import TlsSettings
 from aiodicomweb._urls import redact_url
@@ -70,11 +72,16 @@ class Transport:
     """Wraps one `httpx.AsyncClient` with the project's retry and error rules."""
 
     def __init__(
-        self, http: httpx.AsyncClient, retry: RetryPolicy | None, direct: DirectGets | None = None
+        self,
+        http: httpx.AsyncClient,
+        retry: RetryPolicy | None,
+        direct: DirectGets | None = None,
+        inflate: InflateLimits = DEFAULT_LIMITS,
     ) -> None:
         self.http = http
         self.retry = retry
         self.direct = direct
+        self.inflate = inflate
         self.closed = False
 
     async def aclose(self) -> None:
@@ -106,15 +113,16 @@ class Transport:
         async def attempt() -> httpx.Response:
             body = content() if content is not None else None
             response = await self._send(method, url, headers, body)
+            what = f"{method} {redact_url(url)}"
             try:
                 if response.status_code not in ok:
                     await self._raise_status(response, method, url)
-                await response.aread()
+                data = await read_body(response, what, self.inflate)
             except httpx.HTTPError as error:
-                raise translate_httpx_error(error, f"{method} {redact_url(url)}") from error
+                raise translate_httpx_error(error, what) from error
             finally:
                 await response.aclose()
-            return response
+            return _with_content(response, data)
 
         return await retrying(self.retry, attempt)
 
@@ -155,6 +163,7 @@ class Transport:
     ) -> httpx.Response:
         if self.closed:
             raise ClientClosedError(f"{method} {redact_url(url)}: the client is closed")
+        failure: DicomWebError | None = None
         try:
             response = None
             if self.direct is not None and method == "GET" and body is None:
@@ -163,7 +172,12 @@ class Transport:
                 request = self.http.build_request(method, url, headers=headers, content=body)
                 response = await self.http.send(request, stream=True)
         except (httpx.HTTPError, httpx.InvalidURL) as error:
-            raise translate_httpx_error(error, f"{method} {redact_url(url)}") from error
+            failure = translate_httpx_error(error, f"{method} {redact_url(url)}")
+            if not isinstance(error, httpx.LocalProtocolError):
+                raise failure from error
+        if failure is not None:
+            raise failure  # outside the handler: no chain back to a refused header's value
+        assert response is not None
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("%s %s -> %d", method, redact_url(url), response.status_code)
         return response
@@ -186,15 +200,21 @@ class Transport:
 
 async def _read_some(response: httpx.Response, limit: int) -> bytes:
     """At most `limit` bytes of an error body: a hostile server cannot make us buffer more."""
-    collected = bytearray()
     try:
-        async for chunk in response.aiter_bytes():
-            collected += chunk
-            if len(collected) >= limit:
-                break
-    except httpx.HTTPError:
-        pass  # the status is the error; a broken error body adds nothing
-    return bytes(collected[:limit])
+        return await read_body(response, "error body", most=limit)
+    except (httpx.HTTPError, DicomWebError):
+        return b""  # the status is the error; a broken error body adds nothing
+
+
+def _with_content(response: httpx.Response, content: bytes) -> httpx.Response:
+    """`response` with its body read and inflated: no Content-Encoding left to undo."""
+    headers = [(k, v) for k, v in response.headers.raw if k.lower() != b"content-encoding"]
+    read = httpx.Response(
+        response.status_code, headers=headers, content=content, extensions=response.extensions
+    )
+    with suppress(RuntimeError):  # a GET sent past httpx's client has no request object
+        read.request = response.request
+    return read
 
 
 # -- large reads -------------------------------------------------------------------

@@ -1,0 +1,191 @@
+"""Reliability against hostile values and servers: secrets in headers, inflated answers.
+
+Socket tests run on every production path (the `wire` fixture: plain http and https
+fast paths, httpx's transport).
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import json
+import logging
+import os
+import random
+import subprocess
+import sys
+import tracemalloc
+import zlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from aiodicomweb import (
+    AsyncDicomWebClient,
+    BearerTokenAuth,
+    DicomWebHTTPError,
+    DicomWebUsageError,
+    UnexpectedResponseError,
+)
+from tests.support.matrix import Wire
+
+pytestmark = pytest.mark.anyio
+
+SECRET = "s3cret-T0ken-value"
+EMPTY_SEARCH = httpx.Response(200, json=[])
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def chain(error: BaseException) -> list[BaseException]:
+    """The error and every exception it was raised from or while handling."""
+    seen: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and current not in seen:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
+def assert_secret_nowhere(error: BaseException, caplog: pytest.LogCaptureFixture) -> None:
+    for link in chain(error):
+        assert SECRET not in str(link) and SECRET not in repr(link)
+    assert SECRET not in caplog.text
+
+
+# -- 1. secrets in header values -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value", [f"{SECRET}\n", f"{SECRET}\r\nX-Forged: 1", f" {SECRET}", f"{SECRET}\x00"]
+)
+def test_a_header_value_that_cannot_be_sent_is_refused_naming_only_the_header(
+    value: str,
+) -> None:
+    with pytest.raises(DicomWebUsageError, match="X-Api-Key") as refused:
+        AsyncDicomWebClient("https://pacs.test/dicom-web", headers={"X-Api-Key": value})
+    assert SECRET not in str(refused.value)
+    with pytest.raises(ValueError, match="Authorization") as refused:
+        BearerTokenAuth(value)
+    assert SECRET not in str(refused.value)
+
+
+def test_a_header_name_that_is_not_a_token_is_refused() -> None:
+    with pytest.raises(DicomWebUsageError, match="header name"):
+        AsyncDicomWebClient("https://pacs.test/dicom-web", headers={"X Api": "1"})
+
+
+async def test_a_refreshed_token_with_a_newline_never_reaches_an_error_or_a_log(
+    wire: Wire, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)  # httpx and httpcore included
+    auth = BearerTokenAuth(refresh=lambda: f"{SECRET}\n")
+    async with wire.client(lambda request: EMPTY_SEARCH, auth=auth) as client:
+        for call in (client.search_studies, lambda: client.store([b"DICM"])):
+            with pytest.raises(DicomWebUsageError, match="Authorization") as refused:
+                await call()
+            assert_secret_nowhere(refused.value, caplog)
+
+
+def test_the_cli_refuses_a_token_with_a_newline_without_showing_it() -> None:
+    env = dict(
+        os.environ, DICOMWEB_URL="http://127.0.0.1:9/dicom-web", DICOMWEB_TOKEN=SECRET + "\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "aiodicomweb", "search", "studies"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "Authorization" in done.stderr
+    assert SECRET not in done.stdout + done.stderr
+
+
+# -- 4. compression bombs on buffered answers ------------------------------------------
+
+
+class Chunks(httpx.AsyncByteStream):
+    """A body sent as it is (the server must not inflate what it serves)."""
+
+    def __init__(self, data: bytes, size: int = 65536) -> None:
+        self.data, self.size = data, size
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for start in range(0, len(self.data), self.size):
+            yield self.data[start : start + self.size]
+
+
+@functools.cache
+def bomb() -> bytes:
+    """256 MiB of zeros, gzipped to about 256 KiB (1000:1)."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    piece = bytes(1 << 20)
+    return b"".join(packer.compress(piece) for _ in range(256)) + packer.flush()
+
+
+def gzipped(status: int, body: bytes, content_type: str = "application/dicom+json") -> Any:
+    headers = {"Content-Type": content_type, "Content-Encoding": "gzip"}
+    return lambda request: httpx.Response(status, headers=headers, stream=Chunks(body))
+
+
+def peak_growth(run: Any) -> Any:
+    async def measured() -> tuple[Any, int]:
+        tracemalloc.start()
+        try:
+            outcome = await run()
+            return outcome, tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    return measured()
+
+
+@pytest.mark.parametrize("status", [200, 500])
+async def test_a_compression_bomb_is_refused_in_bounded_memory(wire: Wire, status: int) -> None:
+    async def search() -> BaseException:
+        async with wire.client(gzipped(status, bomb())) as client:
+            with pytest.raises((UnexpectedResponseError, DicomWebHTTPError)) as caught:
+                await client.search_studies()
+        return caught.value
+
+    error, peak = await peak_growth(search)
+    assert len(bomb()) < 1 << 20
+    assert peak < 64 << 20
+    if status == 200:
+        assert isinstance(error, UnexpectedResponseError)
+        assert "max_expansion_ratio" in str(error)
+    else:  # the error body is read only as far as its excerpt
+        assert isinstance(error, DicomWebHTTPError) and error.status == 500
+
+
+def metadata(size: int) -> bytes:
+    """DICOM JSON of about `size` bytes, compressing about as real metadata does."""
+    rng = random.Random(7)
+    items: list[str] = []
+    total = 0
+    while total < size:
+        uid = "1.2.826.0.1.3680043.8.498." + ".".join(str(rng.randrange(10**9)) for _ in range(3))
+        items.append(json.dumps({
+            "00080018": {"vr": "UI", "Value": [uid]},
+            "00200013": {"vr": "IS", "Value": [rng.randrange(5000)]},
+            "00280030": {"vr": "DS", "Value": [rng.random(), rng.random()]},
+            "00081030": {"vr": "LO", "Value": ["Synthetic study " * 4]},
+        }))  # fmt: skip
+        total += len(items[-1])
+    return ("[" + ",".join(items) + "]").encode()
+
+
+async def test_a_large_legitimate_compressed_answer_is_read(wire: Wire) -> None:
+    body = metadata(24 << 20)
+    packed = gzip.compress(body, compresslevel=6)
+    assert 5 < len(body) / len(packed) < 60  # as real DICOM JSON
+    async with wire.client(gzipped(200, packed)) as client:
+        found = await client.retrieve_series_metadata("1.2", "1.2.3")
+    assert len(found) == body.count(b'"00080018"')
+    async with wire.client(gzipped(200, packed), max_decoded_size=1 << 20) as client:
+        with pytest.raises(UnexpectedResponseError, match="max_decoded_size"):
+            await client.retrieve_series_metadata("1.2", "1.2.3")
