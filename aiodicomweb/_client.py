@@ -7,6 +7,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from http.cookiejar import CookieJar
@@ -62,6 +63,7 @@ DEFAULT_MAX_CONNECTIONS = 8
 DeleteStrategy = Literal["dicomweb", "orthanc"]
 JSON = dict[str, Any]
 _NO_GZIP = {"Accept-Encoding": "identity"}
+_ORTHANC_ID = re.compile(r"[0-9a-f]{8}(?:-[0-9a-f]{8}){4}")  # a SHA-1 in five groups
 _GC_PAUSE_BYTES = 16 * 1024  # a 20-instance listing (35 KB) is 3,000 objects
 
 
@@ -899,6 +901,10 @@ class AsyncDicomWebClient:
         matches = self._json_list(response, url, allow_empty=True)
         for match in matches:
             if match.get("Type") == level and isinstance(match.get("ID"), str):
+                if not _ORTHANC_ID.fullmatch(match["ID"]):  # it becomes part of a DELETE URL
+                    raise UnexpectedResponseError(
+                        f"POST {redact_url(url)}: not an Orthanc identifier: {match['ID'][:80]!r}"
+                    )
                 return str(match["ID"])
         raise DicomWebHTTPError(
             f"no {level.lower()} with UID {uid} on the server",

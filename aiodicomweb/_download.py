@@ -361,8 +361,12 @@ def _sop_instance_uid(path: Path) -> str:
     try:
         uid = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPInstanceUID"])
         return server_uid(str(uid.SOPInstanceUID), "SOPInstanceUID")
-    except (OSError, AttributeError, pydicom.errors.InvalidDicomError) as error:
-        raise UnexpectedResponseError(f"{path.name}: no SOPInstanceUID ({error})") from None
+    except OSError:
+        raise  # our own disk
+    except Exception as error:  # pydicom raises many types; these are the server's bytes
+        raise UnexpectedResponseError(
+            f"{path.name}: no readable SOPInstanceUID ({type(error).__name__}: {error})"
+        ) from None
 
 
 def _empty(folder: Path) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from aiodicomweb._exceptions import MultipartError
 from aiodicomweb._parts import Part
 
 __all__ = ["write_part"]
@@ -30,4 +31,6 @@ async def write_part(part: Part, path: Path) -> int:
         async for view in part.aiter_views():
             out.write(view)
             size += len(view)
+    if not size:  # 20,000 empty parts are not a series of 20,000 instances
+        raise MultipartError(f"part {part.index} has no body: not an instance", offset=part.offset)
     return size

@@ -61,6 +61,11 @@ class Part:
     def __repr__(self) -> str:
         return f"<Part {self.index} {self.content_type!r} length={self.content_length}>"
 
+    @property
+    def offset(self) -> int:
+        """Bytes of the response body parsed so far."""
+        return self._stream.offset
+
     async def aiter_views(self) -> AsyncIterator[memoryview]:
         """The body as zero-copy memoryviews, each valid until the next step."""
         while not self.done:
@@ -135,6 +140,11 @@ class MultipartStream:
         raise MultipartUnsupportedError(
             f"{self._description}: expected multipart/related, got {header or 'no Content-Type'!r}"
         )
+
+    @property
+    def offset(self) -> int:
+        """Bytes of the body parsed so far (0 for a single, bare part)."""
+        return self._parser.offset if self._parser is not None else 0
 
     def __aiter__(self) -> MultipartStream:
         return self

@@ -12,11 +12,13 @@ import json
 import logging
 import os
 import random
+import struct
 import subprocess
 import sys
 import tracemalloc
 import zlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -27,6 +29,8 @@ from aiodicomweb import (
     BearerTokenAuth,
     DicomWebHTTPError,
     DicomWebUsageError,
+    MultipartError,
+    RetryPolicy,
     UnexpectedResponseError,
 )
 from tests.support.matrix import Wire
@@ -189,3 +193,70 @@ async def test_a_large_legitimate_compressed_answer_is_read(wire: Wire) -> None:
     async with wire.client(gzipped(200, packed), max_decoded_size=1 << 20) as client:
         with pytest.raises(UnexpectedResponseError, match="max_decoded_size"):
             await client.retrieve_series_metadata("1.2", "1.2.3")
+
+
+# -- 7, 10, 11: what a hostile server's bytes become ----------------------------------
+
+BOUNDARY = "reliability-boundary"
+MULTIPART = f'multipart/related; type="application/dicom"; boundary={BOUNDARY}'
+
+
+def multipart(*bodies: bytes, closed: bool = True) -> bytes:
+    parts = [
+        f"--{BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n".encode() + body + b"\r\n"
+        for body in bodies
+    ]
+    return b"".join(parts) + (f"--{BOUNDARY}--\r\n".encode() if closed else b"")
+
+
+def unreadable_instance() -> bytes:
+    """DICM, a Deflated transfer syntax, and bytes that do not inflate (zlib.error)."""
+
+    def element(group: int, number: int, vr: bytes, value: bytes) -> bytes:
+        return struct.pack("<HH", group, number) + vr + struct.pack("<H", len(value)) + value
+
+    meta = element(2, 0x10, b"UI", b"1.2.840.10008.1.2.1.99\0")
+    meta = element(2, 0, b"UL", struct.pack("<I", len(meta))) + meta
+    return b"\0" * 128 + b"DICM" + meta + b"not deflate data " * 8
+
+
+async def no_sleep(seconds: float) -> None:
+    pass
+
+
+async def test_unreadable_bytes_kept_before_a_break_are_a_server_side_error(
+    wire: Wire, tmp_path: Path
+) -> None:
+    body = multipart(unreadable_instance(), b"second", closed=False)  # cut short
+    answer = httpx.Response(200, headers={"Content-Type": MULTIPART}, content=body)
+    retry = RetryPolicy(max_attempts=2, jitter=0, sleep=no_sleep)
+    async with wire.client(lambda request: answer, retry) as client:
+        with pytest.raises(UnexpectedResponseError, match="SOPInstanceUID") as caught:
+            await client.download_series("1.2", "1.2.3", tmp_path / "out")
+    assert isinstance(caught.value, ConnectionError)  # the adapter's documented except
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_empty_parts_are_not_instances(wire: Wire, tmp_path: Path) -> None:
+    answer = httpx.Response(
+        200, headers={"Content-Type": MULTIPART}, content=multipart(*[b""] * 2000)
+    )
+    async with wire.client(lambda request: answer) as client:
+        with pytest.raises(MultipartError, match="no body"):
+            await client.download_series("1.2", "1.2.3", tmp_path / "out")
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_an_orthanc_id_that_is_not_one_never_reaches_a_delete_url(wire: Wire) -> None:
+    deletes: list[str] = []
+
+    def server(request: httpx.Request) -> httpx.Response:
+        if request.method == "DELETE":
+            deletes.append(request.url.path)
+            return httpx.Response(200, json={})
+        return httpx.Response(200, json=[{"Type": "Study", "ID": "../patients/P1"}])
+
+    async with wire.client(server, delete_strategy="orthanc") as client:
+        with pytest.raises(UnexpectedResponseError, match="not an Orthanc identifier"):
+            await client.delete_study("1.2")
+    assert deletes == []
