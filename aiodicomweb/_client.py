@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from http.cookiejar import CookieJar
 from typing import Any, Literal
-from urllib.parse import quote, unquote, urljoin, urlsplit
+from urllib.parse import SplitResult, quote, unquote, urljoin, urlsplit
 
 import anyio
 import httpx
@@ -85,6 +85,32 @@ def _loads(data: bytes) -> Any:
         gc.enable()
 
 
+def _base_url_parts(url: str) -> SplitResult:
+    """The parts of a base URL: http(s), a host, a valid port, no query or fragment.
+
+    The refusal quotes nothing of the URL: a '#', '?' or '/' in a password that
+    was not percent-encoded would put the rest of it in another part.
+    """
+    parts = urlsplit(url) if isinstance(url, str) else None
+    try:
+        valid = (
+            parts is not None
+            and parts.scheme in ("http", "https")
+            and bool(parts.hostname)
+            and (parts.port or 0) >= 0
+            and not parts.query
+            and not parts.fragment
+        )
+    except ValueError:  # a port that is not a number: maybe the rest of a password
+        valid = False
+    if not valid or parts is None:
+        raise DicomWebUsageError(
+            "not a DICOMweb base URL: http(s)://host[:port]/path with no query or fragment "
+            "(percent-encode '#', '?', '/' and '@' in a user name or password)"
+        )
+    return parts
+
+
 def _join(base: str, prefix: str | None) -> str:
     return base if not prefix else f"{base}/{prefix.strip('/')}"
 
@@ -152,9 +178,7 @@ class AsyncDicomWebClient:
             raise DicomWebUsageError(f"unknown delete_strategy: {delete_strategy!r}")
         if timeout is None:
             raise DicomWebUsageError("timeout=None would let a request hang forever")
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise DicomWebUsageError(f"not an http(s) URL: {redact_url(url)!r}")
+        parts = _base_url_parts(url)
         if parts.username is not None or parts.password is not None:
             # Credentials in the URL become basic auth, so that no URL the client
             # keeps, logs (httpx logs request URLs) or shows ever carries them.

@@ -260,3 +260,30 @@ async def test_an_orthanc_id_that_is_not_one_never_reaches_a_delete_url(wire: Wi
         with pytest.raises(UnexpectedResponseError, match="not an Orthanc identifier"):
             await client.delete_study("1.2")
     assert deletes == []
+
+
+# -- 8. credentials that break a URL ----------------------------------------------------
+
+PASSWORD = "Pa55word-Se1cret"
+
+
+@pytest.mark.parametrize("mark", ["#", "?", "/"])
+def test_a_password_that_breaks_the_url_is_refused_without_any_of_it(mark: str) -> None:
+    password = PASSWORD[:8] + mark + PASSWORD[8:]
+    url = f"http://admin:{password}@127.0.0.1:8042/dicom-web"
+    with pytest.raises(DicomWebUsageError, match="percent-encode") as refused:
+        AsyncDicomWebClient(url)
+    for link in chain(refused.value):
+        assert PASSWORD[:8] not in str(link) and PASSWORD[8:] not in str(link)
+    done = subprocess.run(
+        [sys.executable, "-m", "aiodicomweb", "--url", url, "search", "studies"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert PASSWORD[:8] not in done.stderr + done.stdout
+    assert PASSWORD[8:] not in done.stderr + done.stdout
+
+
+def test_a_percent_encoded_password_is_taken_as_basic_auth() -> None:
+    client = AsyncDicomWebClient("http://admin:Pa55%23word@127.0.0.1:8042/dicom-web")
+    assert "Pa55" not in repr(client)
