@@ -92,8 +92,9 @@ _MAX_CELL = 40
 
 USAGE_NOTES = """\
 connection settings may also come from the environment: DICOMWEB_URL,
-DICOMWEB_USER, DICOMWEB_PASSWORD, DICOMWEB_TOKEN. With --user and no password,
-the password is asked for on the terminal.
+DICOMWEB_USER, DICOMWEB_PASSWORD, DICOMWEB_TOKEN. With --user and no password
+(--password-file, DICOMWEB_PASSWORD), it is asked for on the terminal: a
+password given with --password is visible to other users in the process list.
 
 exit status: 0 success, 1 failure or partial failure, 2 usage error,
 130 interrupted."""
@@ -519,7 +520,14 @@ def _add_common(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
     add(
         "--password",
         default=default(None),
-        help="password [env DICOMWEB_PASSWORD; prompted for when missing]",
+        help="password: other users can read it in the process list; prefer "
+        "--password-file, DICOMWEB_PASSWORD or the prompt (when none is given)",
+    )
+    add(
+        "--password-file",
+        type=Path,
+        default=default(None),
+        help="read the password from this file (its trailing newline dropped)",
     )
     add("--token", default=default(None), help="bearer token [env DICOMWEB_TOKEN]")
     add(
@@ -741,12 +749,24 @@ def _credentials(args: argparse.Namespace) -> httpx.Auth | tuple[str, str] | Non
         return BearerTokenAuth(token)
     if user is None:
         return None
-    password = args.password if args.password is not None else os.environ.get("DICOMWEB_PASSWORD")
+    password = args.password if args.password is not None else _password_from_file(args)
+    if password is None:
+        password = os.environ.get("DICOMWEB_PASSWORD")
     if password is None:
         if not sys.stdin.isatty():
             raise CliError(f"no password for user {user!r}: set DICOMWEB_PASSWORD", EXIT_USAGE)
         password = getpass.getpass(f"Password for {user}: ")
     return (user, password)
+
+
+def _password_from_file(args: argparse.Namespace) -> str | None:
+    path: Path | None = args.password_file
+    if path is None:
+        return None
+    try:
+        return path.read_text().rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as error:
+        raise CliError(f"cannot read --password-file: {error}", EXIT_USAGE) from None
 
 
 def client_options(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:

@@ -230,6 +230,20 @@ def test_bad_credentials_exit_1_and_never_show_the_password(
     assert AUTH_PASSWORD not in allowed.stdout + allowed.stderr
 
 
+def test_a_password_file_keeps_the_password_off_the_command_line(
+    orthanc_auth: OrthancServer, corpus_auth: Corpus, tmp_path: Path
+):
+    secret = tmp_path / "password"
+    secret.write_text(AUTH_PASSWORD + "\n")  # as an editor or `echo` writes it
+    args = ("search", "studies", "--user", AUTH_USER, "--password-file", str(secret))
+    allowed = run_cli(*args, url=orthanc_auth.dicomweb_url)
+    assert allowed.returncode == 0, allowed.stderr
+    assert ALPHA.study_uid in allowed.stdout
+    missing = run_cli(*args[:-1], str(tmp_path / "nowhere"), url=orthanc_auth.dicomweb_url)
+    assert missing.returncode == 2 and "--password-file" in missing.stderr
+    assert "--password-file" in run_cli("--help").stdout
+
+
 def test_bad_arguments_exit_2():
     result = run_cli(
         "download", "1.2.3", "-o", "x", "--concurrency", "0", url="http://127.0.0.1:9"
