@@ -8,6 +8,7 @@ sibling is removed and `dest_dir` never appears.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import secrets
@@ -149,6 +150,7 @@ def check_destination(dest_dir: str | os.PathLike[str]) -> Path:
 
     Raises:
         FileExistsError: `dest_dir` exists.
+        OSError: its name is longer than the file system takes (ENAMETOOLONG).
         FileNotFoundError: its parent does not exist.
         NotADirectoryError: its parent is not a folder.
         PermissionError: its parent is not writable.
@@ -163,6 +165,8 @@ def check_destination(dest_dir: str | os.PathLike[str]) -> Path:
         raise NotADirectoryError(20, "parent is not a folder", str(parent))
     if not os.access(parent, os.W_OK | os.X_OK):
         raise PermissionError(13, "parent folder is not writable", str(parent))
+    if len(os.fsencode(dest.name)) > _name_max(parent):
+        raise OSError(errno.ENAMETOOLONG, "folder name too long", str(dest))
     return dest
 
 
@@ -189,7 +193,8 @@ def parent_created(dest_dir: str | os.PathLike[str], create: bool) -> Iterator[N
 @contextmanager
 def atomic_directory(dest: Path) -> Iterator[Path]:
     """Yield a hidden sibling of `dest`; rename it to `dest` on success, remove it on failure."""
-    staging = dest.parent / f".{dest.name}.{secrets.token_hex(4)}.partial"
+    # The sibling's name fits whatever the length of dest's (a prefix of it, for people).
+    staging = dest.parent / f".{dest.name[:64]}.{secrets.token_hex(4)}.partial"
     os.mkdir(staging)
     try:
         yield staging
@@ -199,6 +204,14 @@ def atomic_directory(dest: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def _name_max(folder: Path) -> int:
+    """The longest file name `folder`'s file system takes, in bytes."""
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX")
+    except (AttributeError, OSError, ValueError):  # no pathconf (Windows), or no answer
+        return 255
 
 
 def _file_name(index: int) -> str:

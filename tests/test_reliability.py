@@ -6,6 +6,7 @@ fast paths, httpx's transport).
 
 from __future__ import annotations
 
+import errno
 import functools
 import gzip
 import json
@@ -287,3 +288,22 @@ def test_a_password_that_breaks_the_url_is_refused_without_any_of_it(mark: str) 
 def test_a_percent_encoded_password_is_taken_as_basic_auth() -> None:
     client = AsyncDicomWebClient("http://admin:Pa55%23word@127.0.0.1:8042/dicom-web")
     assert "Pa55" not in repr(client)
+
+
+# -- 9. long destination names -----------------------------------------------------------
+
+
+async def test_a_long_destination_name_downloads_and_a_too_long_one_is_named(
+    wire: Wire, tmp_path: Path
+) -> None:
+    answer = httpx.Response(200, headers={"Content-Type": MULTIPART}, content=multipart(b"one"))
+    async with wire.client(lambda request: answer) as client:
+        long_name = tmp_path / ("d" * 250)  # its staging sibling once did not fit
+        result = await client.download_series("1.2", "1.2.3", long_name)
+        assert result.instances == 1 and (long_name / "file000000.dcm").read_bytes() == b"one"
+        too_long = tmp_path / ("e" * 300)
+        with pytest.raises(OSError, match="too long") as refused:
+            await client.download_series("1.2", "1.2.3", too_long)
+    assert refused.value.errno == errno.ENAMETOOLONG
+    assert refused.value.filename == str(too_long)
+    assert sorted(os.listdir(tmp_path)) == ["d" * 250]
