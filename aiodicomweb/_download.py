@@ -13,7 +13,9 @@ import logging
 import os
 import secrets
 import shutil
+import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -174,20 +176,42 @@ def check_destination(dest_dir: str | os.PathLike[str]) -> Path:
 def parent_created(dest_dir: str | os.PathLike[str], create: bool) -> Iterator[None]:
     """Create the missing parent of `dest_dir` (one level) and remove it again on failure.
 
+    Threads may share a parent (the legacy adapter's study folder): it is created
+    once, race-free, and removed only when it was created for a download, the last
+    one using it failed, and it is empty.
+
     Raises:
         FileNotFoundError: the parent's own parent does not exist.
     """
-    parent = Path(dest_dir).absolute().parent
-    if not create or parent.exists():
+    if not create:
         yield
         return
-    os.mkdir(parent)  # FileNotFoundError when its own parent is missing
+    parent = Path(dest_dir).absolute().parent
+    with _PARENTS_LOCK:
+        try:
+            os.mkdir(parent)  # FileNotFoundError when its own parent is missing
+            _PARENTS_CREATED.add(parent)
+        except FileExistsError:
+            pass  # there already, or made by another download just now
+        _PARENTS_IN_USE[parent] += 1
+    succeeded = False
     try:
         yield
-    except BaseException:
-        with suppress(OSError):
-            os.rmdir(parent)  # empty by now; never removes what others put there
-        raise
+        succeeded = True
+    finally:
+        with _PARENTS_LOCK:
+            _PARENTS_IN_USE[parent] -= 1
+            if not _PARENTS_IN_USE[parent]:
+                del _PARENTS_IN_USE[parent]
+                if not succeeded and parent in _PARENTS_CREATED:
+                    with suppress(OSError):
+                        os.rmdir(parent)  # empty, or kept: never removes what others put there
+                _PARENTS_CREATED.discard(parent)
+
+
+_PARENTS_LOCK = threading.Lock()
+_PARENTS_IN_USE: Counter[Path] = Counter()
+_PARENTS_CREATED: set[Path] = set()
 
 
 @contextmanager

@@ -307,3 +307,45 @@ async def test_a_long_destination_name_downloads_and_a_too_long_one_is_named(
     assert refused.value.errno == errno.ENAMETOOLONG
     assert refused.value.filename == str(too_long)
     assert sorted(os.listdir(tmp_path)) == ["d" * 250]
+
+
+# -- 6. a parent folder shared by parallel downloads (the legacy study folder) ----------
+
+
+def test_a_parent_made_by_another_download_at_the_same_moment_is_shared(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aiodicomweb import _download
+
+    study = tmp_path / "study"
+    real_mkdir = os.mkdir
+
+    def raced_mkdir(path: Any, *args: Any) -> None:
+        if Path(path) == study and not study.exists():
+            real_mkdir(path)  # another thread's download wins the race
+        real_mkdir(path, *args)
+
+    monkeypatch.setattr(os, "mkdir", raced_mkdir)
+    with _download.parent_created(study / "series-a", create=True):
+        pass
+    assert study.is_dir()
+
+
+def test_a_failing_download_never_removes_a_parent_another_one_uses(tmp_path: Path) -> None:
+    from aiodicomweb import _download
+
+    study = tmp_path / "study"
+    first = _download.parent_created(study / "series-a", create=True)
+    second = _download.parent_created(study / "series-b", create=True)
+    first.__enter__()  # makes the study folder
+    second.__enter__()  # finds it there
+    failure = RuntimeError("series a failed")
+    assert not first.__exit__(RuntimeError, failure, None)
+    assert study.is_dir()  # series b goes on in it
+    (study / "series-b").mkdir()
+    second.__exit__(None, None, None)
+    assert study.is_dir()
+    with pytest.raises(RuntimeError):
+        with _download.parent_created(tmp_path / "other" / "series", create=True):
+            raise RuntimeError("the only user failed")
+    assert not (tmp_path / "other").exists()  # made for it, empty, removed
