@@ -29,6 +29,8 @@ import anyio.lowlevel
 import httptools
 import httpx
 
+from aiodicomweb._rate import MinRate, RateWatch
+
 __all__ = ["READ_SIZE", "BulkTransport"]
 
 READ_SIZE = 1 << 20
@@ -62,10 +64,12 @@ class BulkTransport(httpx.AsyncBaseTransport):
         inner: httpx.AsyncBaseTransport,
         tls_context: Callable[[], ssl.SSLContext],
         max_connections: int = 8,
+        min_rate: MinRate | None = None,
     ) -> None:
         self.inner = inner
         self.tls_context = tls_context
         self.max_connections = max_connections
+        self.min_rate = min_rate
         self._idle: dict[Origin, list[_Connection]] = {}
         self._slots: anyio.Semaphore | None = None  # made in the event loop, on first use
 
@@ -131,6 +135,7 @@ class BulkTransport(httpx.AsyncBaseTransport):
             slots.release()
 
         parser = _ResponseParser()
+        connection.watch = RateWatch(self.min_rate)  # for this answer, head and body
         try:
             await connection.send_all(head)
             await _read_head(connection, parser)
@@ -184,6 +189,7 @@ class _Connection:
             self.read_record = getattr(tls_object, "read", None) or _records(sock)
         self.buffer = memoryview(bytearray(READ_SIZE))
         self.failure: OSError | None = None  # met after some bytes: raised at the next read
+        self.watch = RateWatch(None)
         self.ended = False
         self.use_timeouts(timeouts)
 
@@ -260,14 +266,14 @@ class _Connection:
         """
         await anyio.lowlevel.checkpoint_if_cancelled()
         count = self._read_ready()  # already there: no cancel scope, no wait
-        if count is not None:
-            return count
-        try:
-            with anyio.fail_after(self.read_timeout):
-                while (count := self._read_ready()) is None:
-                    await anyio.wait_readable(self.sock)
-        except TimeoutError:
-            raise httpx.ReadTimeout("read timed out") from None
+        if count is None:
+            try:
+                with anyio.fail_after(self.read_timeout):
+                    while (count := self._read_ready()) is None:
+                        await anyio.wait_readable(self.sock)
+            except TimeoutError:
+                raise httpx.ReadTimeout("read timed out") from None
+        self.watch.add(count)
         return count
 
     def _read_ready(self) -> int | None:

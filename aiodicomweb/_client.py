@@ -38,6 +38,7 @@ from aiodicomweb._media import (
     multipart_accept,
 )
 from aiodicomweb._parts import MultipartStream
+from aiodicomweb._rate import MinRate
 from aiodicomweb._retry import RetryPolicy
 from aiodicomweb._store import StoreProgressCallback, StoreSource
 from aiodicomweb._stow import StoreResult
@@ -60,6 +61,8 @@ logger = logging.getLogger("aiodicomweb")
 
 DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
 DEFAULT_MAX_CONNECTIONS = 8
+DEFAULT_MIN_RATE = 1024.0  # bytes per second, over...
+DEFAULT_MIN_RATE_WINDOW = 60.0  # ...seconds: far below any healthy server
 DeleteStrategy = Literal["dicomweb", "orthanc"]
 JSON = dict[str, Any]
 _NO_GZIP = {"Accept-Encoding": "identity"}
@@ -143,6 +146,10 @@ class AsyncDicomWebClient:
         chunk_size: Bytes per file read when storing.
         max_decoded_size: Bytes a compressed search, metadata or other buffered
             answer may inflate to (512 MiB); past it, `UnexpectedResponseError`.
+        min_rate: Bytes per second below which a transfer that lasts a whole
+            `min_rate_window` is ended with `DicomWebTimeoutError` (curl's
+            `--speed-limit`); None turns it off. Default 1024.
+        min_rate_window: Seconds of that window (curl's `--speed-time`); 60.
         max_expansion_ratio: Inflated bytes per compressed byte such an answer may
             reach once past 16 MiB (200; DICOM JSON compresses 10-30:1, a
             compression bomb 1000:1); past it, `UnexpectedResponseError`.
@@ -173,6 +180,8 @@ class AsyncDicomWebClient:
         chunk_size: int = 1 << 20,
         max_decoded_size: int = DEFAULT_LIMITS.max_decoded_size,
         max_expansion_ratio: float = DEFAULT_LIMITS.max_expansion_ratio,
+        min_rate: float | None = DEFAULT_MIN_RATE,
+        min_rate_window: float = DEFAULT_MIN_RATE_WINDOW,
     ) -> None:
         if delete_strategy not in ("dicomweb", "orthanc"):
             raise DicomWebUsageError(f"unknown delete_strategy: {delete_strategy!r}")
@@ -201,11 +210,12 @@ class AsyncDicomWebClient:
         limits = httpx.Limits(
             max_connections=max_connections, max_keepalive_connections=max_connections
         )
+        rate = None if min_rate is None else MinRate(min_rate, min_rate_window)
         mounts: dict[str, httpx.AsyncBaseTransport | None] = {}
         if transport is None:
             tls = TlsSettings(verify, cert, trust_env)
             transport, mounts = client_transports(
-                tls, http2=http2, limits=limits, proxy=proxy, trust_env=trust_env
+                tls, http2=http2, limits=limits, proxy=proxy, trust_env=trust_env, min_rate=rate
             )
         auth = make_auth(auth)
         http = HttpClient(
@@ -222,7 +232,7 @@ class AsyncDicomWebClient:
         if isinstance(transport, BulkTransport):
             direct = DirectGets(http, transport, self.url, auth)
         inflate = InflateLimits(max_decoded_size, max_expansion_ratio)
-        self._transport = Transport(http, retry, direct, inflate)
+        self._transport = Transport(http, retry, direct, inflate, rate)
 
     def __repr__(self) -> str:
         return f"<AsyncDicomWebClient {redact_url(self.url)!r}>"

@@ -26,6 +26,7 @@ from aiodicomweb._exceptions import (
     translate_httpx_error,
 )
 from aiodicomweb._inflate import DEFAULT_LIMITS, InflateLimits, read_body
+from aiodicomweb._rate import MinRate, RateWatch
 from aiodicomweb._retry import RetryPolicy, parse_retry_after, retrying
 from aiodicomweb._tls import TlsSettings
 from aiodicomweb._urls import redact_url
@@ -77,11 +78,13 @@ class Transport:
         retry: RetryPolicy | None,
         direct: DirectGets | None = None,
         inflate: InflateLimits = DEFAULT_LIMITS,
+        min_rate: MinRate | None = None,
     ) -> None:
         self.http = http
         self.retry = retry
         self.direct = direct
         self.inflate = inflate
+        self.min_rate = min_rate
         self.closed = False
 
     async def aclose(self) -> None:
@@ -178,6 +181,8 @@ class Transport:
         if failure is not None:
             raise failure  # outside the handler: no chain back to a refused header's value
         assert response is not None
+        if self.min_rate is not None:
+            response.stream = _Watched(response.stream, RateWatch(self.min_rate))
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("%s %s -> %d", method, redact_url(url), response.status_code)
         return response
@@ -204,6 +209,22 @@ async def _read_some(response: httpx.Response, limit: int) -> bytes:
         return await read_body(response, "error body", most=limit)
     except (httpx.HTTPError, DicomWebError):
         return b""  # the status is the error; a broken error body adds nothing
+
+
+class _Watched(httpx.AsyncByteStream):
+    """A response body under a `RateWatch` (httpx's transport has none of its own)."""
+
+    def __init__(self, inner: Any, watch: RateWatch) -> None:
+        self.inner = inner
+        self.watch = watch
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self.inner:
+            self.watch.add(len(chunk))
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
 
 
 def _with_content(response: httpx.Response, content: bytes) -> httpx.Response:
@@ -303,6 +324,7 @@ def client_transports(
     limits: httpx.Limits,
     proxy: str | httpx.Proxy | None,
     trust_env: bool,
+    min_rate: MinRate | None = None,
 ) -> tuple[httpx.AsyncBaseTransport, dict[str, httpx.AsyncBaseTransport | None]]:
     """The client's transport and its proxy mounts, as httpx would choose them.
 
@@ -326,7 +348,7 @@ def client_transports(
     inner = httpx_transport()
     if http2:
         return inner, mounts
-    return BulkTransport(inner, tls.context, limits.max_connections or 8), mounts
+    return BulkTransport(inner, tls.context, limits.max_connections or 8, min_rate), mounts
 
 
 def http_transport(**options: Any) -> httpx.AsyncHTTPTransport:

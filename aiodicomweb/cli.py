@@ -550,6 +550,21 @@ def _add_common(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
         metavar="N",
         help="retries of a failed request (default 4; 0 turns retries off)",
     )
+    add(
+        "--min-rate",
+        type=_non_negative_int,
+        default=default(None),
+        metavar="BYTES",
+        help="end a transfer slower than this many bytes/s for a whole --min-rate-window "
+        "(default 1024; 0 turns it off; curl's --speed-limit)",
+    )
+    add(
+        "--min-rate-window",
+        type=_seconds,
+        default=default(None),
+        metavar="SECONDS",
+        help="the window of --min-rate (default 60; curl's --speed-time)",
+    )
     _add_feedback(parser, default)
 
 
@@ -783,6 +798,10 @@ def client_options(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
         options["verify"] = False
     if args.timeout is not None:
         options["timeout"] = httpx.Timeout(args.timeout, connect=min(args.timeout, 10.0))
+    if args.min_rate is not None:
+        options["min_rate"] = args.min_rate or None
+    if args.min_rate_window is not None:
+        options["min_rate_window"] = args.min_rate_window
     if args.retries is not None:
         options["retry"] = RetryPolicy(max_attempts=args.retries + 1) if args.retries else None
     if getattr(args, "delete_strategy", None) is not None:

@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 
@@ -29,6 +30,7 @@ from aiodicomweb import (
     AsyncDicomWebClient,
     BearerTokenAuth,
     DicomWebHTTPError,
+    DicomWebTimeoutError,
     DicomWebUsageError,
     MultipartError,
     RetryPolicy,
@@ -349,3 +351,44 @@ def test_a_failing_download_never_removes_a_parent_another_one_uses(tmp_path: Pa
         with _download.parent_created(tmp_path / "other" / "series", create=True):
             raise RuntimeError("the only user failed")
     assert not (tmp_path / "other").exists()  # made for it, empty, removed
+
+
+# -- 5. slow servers ---------------------------------------------------------------------
+
+
+class Trickle(httpx.AsyncByteStream):
+    """A body sent a byte at a time, each byte well within any read timeout."""
+
+    def __init__(self, data: bytes, pause: float) -> None:
+        self.data, self.pause = data, pause
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for index in range(len(self.data)):
+            yield self.data[index : index + 1]
+            await anyio.sleep(self.pause)
+
+
+def trickled(body: bytes, pause: float = 0.02) -> Any:
+    headers = {"Content-Type": "application/dicom+json"}
+    return lambda request: httpx.Response(200, headers=headers, stream=Trickle(body, pause))
+
+
+async def test_a_trickled_answer_is_ended_by_min_rate_as_a_timeout(wire: Wire) -> None:
+    body = b"[" + b" " * 2000 + b"]"  # 40 s at this pace
+    async with wire.client(trickled(body), min_rate=1000, min_rate_window=0.3) as client:
+        with anyio.fail_after(20):  # the guard under test ends it long before
+            with pytest.raises(DicomWebTimeoutError, match="min_rate"):
+                await client.search_studies()
+
+
+async def test_min_rate_none_lets_a_slow_answer_finish(wire: Wire) -> None:
+    body = b"[" + b" " * 20 + b"]"
+    async with wire.client(trickled(body), min_rate=None) as client:
+        assert await client.search_studies() == []
+
+
+def test_min_rate_settings_are_checked() -> None:
+    with pytest.raises(DicomWebUsageError, match="positive"):
+        AsyncDicomWebClient("http://127.0.0.1:9/dicom-web", min_rate=0)
+    with pytest.raises(DicomWebUsageError, match="positive"):
+        AsyncDicomWebClient("http://127.0.0.1:9/dicom-web", min_rate_window=-1)
