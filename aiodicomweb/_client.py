@@ -37,7 +37,7 @@ from aiodicomweb._media import (
     media_type,
     multipart_accept,
 )
-from aiodicomweb._parts import MultipartStream
+from aiodicomweb._parts import DEFAULT_MAX_PARTS, MultipartStream
 from aiodicomweb._rate import MinRate
 from aiodicomweb._retry import RetryPolicy
 from aiodicomweb._store import StoreProgressCallback, StoreSource
@@ -150,6 +150,8 @@ class AsyncDicomWebClient:
             `min_rate_window` is ended with `DicomWebTimeoutError` (curl's
             `--speed-limit`); None turns it off. Default 1024.
         min_rate_window: Seconds of that window (curl's `--speed-time`); 60.
+        max_parts: Parts one multipart answer may hold (100,000): past it, a
+            `MultipartError` (a series of countless empty or tiny parts is an attack).
         max_expansion_ratio: Inflated bytes per compressed byte such an answer may
             reach once past 16 MiB (200; DICOM JSON compresses 10-30:1, a
             compression bomb 1000:1); past it, `UnexpectedResponseError`.
@@ -182,6 +184,7 @@ class AsyncDicomWebClient:
         max_expansion_ratio: float = DEFAULT_LIMITS.max_expansion_ratio,
         min_rate: float | None = DEFAULT_MIN_RATE,
         min_rate_window: float = DEFAULT_MIN_RATE_WINDOW,
+        max_parts: int = DEFAULT_MAX_PARTS,
     ) -> None:
         if delete_strategy not in ("dicomweb", "orthanc"):
             raise DicomWebUsageError(f"unknown delete_strategy: {delete_strategy!r}")
@@ -202,6 +205,9 @@ class AsyncDicomWebClient:
         self._delete = _join(self.url, delete_url_prefix)
         self._orthanc = (orthanc_url or self.url.rsplit("/", 1)[0]).rstrip("/")
         self.delete_strategy: DeleteStrategy = delete_strategy
+        if isinstance(max_parts, bool) or not isinstance(max_parts, int) or max_parts < 1:
+            raise DicomWebUsageError(f"max_parts must be a positive integer: {max_parts!r}")
+        self.max_parts = max_parts
         self.chunk_size = chunk_size
         if http2 and importlib.util.find_spec("h2") is None:
             raise MissingDependencyError(
@@ -468,7 +474,9 @@ class AsyncDicomWebClient:
         url = self._wado + path
         headers = {"Accept": multipart_accept(DICOM, transfer_syntax), **_NO_GZIP}
         async with self._transport.stream("GET", url, headers=headers, retry=retry) as response:
-            yield MultipartStream(response, description=f"GET {redact_url(url)}")
+            yield MultipartStream(
+                response, description=f"GET {redact_url(url)}", max_parts=self.max_parts
+            )
 
     # -- WADO-RS: buffered ---------------------------------------------------
 
@@ -617,7 +625,10 @@ class AsyncDicomWebClient:
         all_headers = {"Accept": accept, **_NO_GZIP, **(headers or {})}
         async with self._transport.stream("GET", url, headers=all_headers, ok=(200, 206)) as r:
             parts = MultipartStream(
-                r, description=f"GET {redact_url(url)}", single_part_types=single
+                r,
+                description=f"GET {redact_url(url)}",
+                single_part_types=single,
+                max_parts=self.max_parts,
             )
             return [await part.read() async for part in parts]
 

@@ -95,6 +95,9 @@ class Part:
         return b"".join([bytes(view) async for view in self.aiter_views()])
 
 
+DEFAULT_MAX_PARTS = 100_000  # instances in one answer: far above any real series
+
+
 class MultipartStream:
     """Async iterator of `Part`s over an open, streamed httpx response.
 
@@ -108,8 +111,10 @@ class MultipartStream:
         *,
         description: str,
         single_part_types: tuple[str, ...] = (DICOM,),
+        max_parts: int = DEFAULT_MAX_PARTS,
     ) -> None:
         self._response = response
+        self._max_parts = max_parts
         self._description = description
         self._events: deque[Event] = deque()
         self._chunks = decoded_body(response, description)
@@ -158,6 +163,11 @@ class MultipartStream:
             if event is None:
                 raise StopAsyncIteration
             if isinstance(event, PartStarted):
+                if self._count >= self._max_parts:
+                    raise MultipartError(
+                        f"{self._description}: more than {self._max_parts} parts (max_parts)",
+                        offset=self.offset,
+                    )
                 self._current = Part(self, event, self._count)
                 self._count += 1
                 return self._current

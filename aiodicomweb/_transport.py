@@ -120,6 +120,9 @@ class Transport:
             try:
                 if response.status_code not in ok:
                     await self._raise_status(response, method, url)
+                if not _encoded(response):  # as sent: nothing to inflate, nothing to copy
+                    await response.aread()
+                    return response
                 data = await read_body(response, what, self.inflate)
             except httpx.HTTPError as error:
                 raise translate_httpx_error(error, what) from error
@@ -225,6 +228,13 @@ class _Watched(httpx.AsyncByteStream):
 
     async def aclose(self) -> None:
         await self.inner.aclose()
+
+
+def _encoded(response: httpx.Response) -> bool:
+    return response.headers.get("content-encoding", "identity").strip().lower() not in (
+        "identity",
+        "",
+    )
 
 
 def _with_content(response: httpx.Response, content: bytes) -> httpx.Response:

@@ -250,6 +250,22 @@ async def test_empty_parts_are_not_instances(wire: Wire, tmp_path: Path) -> None
     assert list(tmp_path.iterdir()) == []
 
 
+async def test_the_number_of_parts_in_an_answer_is_capped(wire: Wire, tmp_path: Path) -> None:
+    answer = httpx.Response(
+        200, headers={"Content-Type": MULTIPART}, content=multipart(*[b"x"] * 50)
+    )
+    async with wire.client(lambda request: answer, max_parts=20) as client:
+        with pytest.raises(MultipartError, match="more than 20 parts"):
+            await client.download_series("1.2", "1.2.3", tmp_path / "out")
+        with pytest.raises(MultipartError, match="max_parts"):
+            await client.retrieve_series("1.2", "1.2.3")
+    assert list(tmp_path.iterdir()) == []
+    async with wire.client(lambda request: answer) as client:  # the default: 100,000
+        assert len(await client.retrieve_series("1.2", "1.2.3")) == 50
+    with pytest.raises(DicomWebUsageError, match="max_parts"):
+        AsyncDicomWebClient("http://127.0.0.1:9/dicom-web", max_parts=0)
+
+
 async def test_an_orthanc_id_that_is_not_one_never_reaches_a_delete_url(wire: Wire) -> None:
     deletes: list[str] = []
 
