@@ -9,6 +9,7 @@ Qt apps). Nothing here implements a transaction.
 from __future__ import annotations
 
 import functools
+import threading
 import weakref
 from collections.abc import (
     AsyncIterator,
@@ -16,7 +17,12 @@ from collections.abc import (
     Callable,
     Iterator,
 )
-from contextlib import AbstractAsyncContextManager, AbstractContextManager, contextmanager
+from contextlib import (
+    AbstractAsyncContextManager,
+    AbstractContextManager,
+    contextmanager,
+    suppress,
+)
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from anyio.from_thread import BlockingPortal, start_blocking_portal
@@ -111,7 +117,13 @@ def _shutdown(portal_cm: AbstractContextManager[BlockingPortal], portal: Blockin
     try:
         portal.call(client.aclose)
     finally:
+        # A stream a script left suspended would keep the loop (and the exit) waiting.
+        with suppress(RuntimeError):
+            portal.call(portal.stop, True)
         portal_cm.__exit__(None, None, None)
+
+
+_CANCEL_GRACE = 10.0  # seconds a cancelled call may take to clean up
 
 
 class DicomWebClient:
@@ -170,7 +182,23 @@ class DicomWebClient:
     def _call(self, function: Callable[[], Awaitable[R]]) -> R:
         if self.closed:
             raise ClientClosedError("this DicomWebClient is closed")
-        return self._portal.call(function)
+        finished = threading.Event()
+
+        async def run() -> R:
+            try:
+                return await function()
+            finally:
+                finished.set()
+
+        future = self._portal.start_task_soon(run)
+        try:
+            return future.result()
+        except BaseException:
+            # Ctrl-C (or any error here) cancels the work itself, which then cleans
+            # up (no half-written folder) before the interrupt goes on.
+            if future.cancel():
+                finished.wait(_CANCEL_GRACE)
+            raise
 
     @contextmanager
     def _stream(
