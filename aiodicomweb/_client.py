@@ -53,7 +53,7 @@ from aiodicomweb._urls import (
     server_uid,
     validate_uid,
 )
-from aiodicomweb._validate import checked_headers
+from aiodicomweb._validate import checked_headers, positive_integer
 
 __all__ = ["DEFAULT_TIMEOUT", "AsyncDicomWebClient", "DeleteStrategy"]
 
@@ -94,19 +94,18 @@ def _base_url_parts(url: str) -> SplitResult:
     The refusal quotes nothing of the URL: a '#', '?' or '/' in a password that
     was not percent-encoded would put the rest of it in another part.
     """
-    parts = urlsplit(url) if isinstance(url, str) else None
     try:
-        valid = (
-            parts is not None
-            and parts.scheme in ("http", "https")
-            and bool(parts.hostname)
-            and (parts.port or 0) >= 0
-            and not parts.query
-            and not parts.fragment
-        )
-    except ValueError:  # a port that is not a number: maybe the rest of a password
-        valid = False
-    if not valid or parts is None:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises for a port that is not a number (a password's rest?)
+    except (TypeError, ValueError):
+        parts = None
+    if (
+        parts is None
+        or parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.query
+        or parts.fragment
+    ):
         raise DicomWebUsageError(
             "not a DICOMweb base URL: http(s)://host[:port]/path with no query or fragment "
             "(percent-encode '#', '?', '/' and '@' in a user name or password)"
@@ -146,15 +145,15 @@ class AsyncDicomWebClient:
         chunk_size: Bytes per file read when storing.
         max_decoded_size: Bytes a compressed search, metadata or other buffered
             answer may inflate to (512 MiB); past it, `UnexpectedResponseError`.
+        max_expansion_ratio: Inflated bytes per compressed byte such an answer may
+            reach once past 16 MiB (200; DICOM JSON compresses 10-30:1, a
+            compression bomb 1000:1); past it, `UnexpectedResponseError`.
         min_rate: Bytes per second below which a transfer that lasts a whole
             `min_rate_window` is ended with `DicomWebTimeoutError` (curl's
             `--speed-limit`); None turns it off. Default 1024.
         min_rate_window: Seconds of that window (curl's `--speed-time`); 60.
         max_parts: Parts one multipart answer may hold (100,000): past it, a
             `MultipartError` (a series of countless empty or tiny parts is an attack).
-        max_expansion_ratio: Inflated bytes per compressed byte such an answer may
-            reach once past 16 MiB (200; DICOM JSON compresses 10-30:1, a
-            compression bomb 1000:1); past it, `UnexpectedResponseError`.
     """
 
     def __init__(
@@ -205,9 +204,7 @@ class AsyncDicomWebClient:
         self._delete = _join(self.url, delete_url_prefix)
         self._orthanc = (orthanc_url or self.url.rsplit("/", 1)[0]).rstrip("/")
         self.delete_strategy: DeleteStrategy = delete_strategy
-        if isinstance(max_parts, bool) or not isinstance(max_parts, int) or max_parts < 1:
-            raise DicomWebUsageError(f"max_parts must be a positive integer: {max_parts!r}")
-        self.max_parts = max_parts
+        self.max_parts = positive_integer("max_parts", max_parts)
         self.chunk_size = chunk_size
         if http2 and importlib.util.find_spec("h2") is None:
             raise MissingDependencyError(
@@ -238,7 +235,7 @@ class AsyncDicomWebClient:
         if isinstance(transport, BulkTransport):
             direct = DirectGets(http, transport, self.url, auth)
         inflate = InflateLimits(max_decoded_size, max_expansion_ratio)
-        self._transport = Transport(http, retry, direct, inflate, rate)
+        self._transport = Transport(http, retry, direct, inflate)
 
     def __repr__(self) -> str:
         return f"<AsyncDicomWebClient {redact_url(self.url)!r}>"

@@ -33,7 +33,7 @@ from collections.abc import Mapping
 import httpx
 
 from aiodicomweb._auth import BearerTokenAuth
-from aiodicomweb._bulk import BulkTransport
+from aiodicomweb._bulk import DEFAULT_PORTS, BulkTransport
 
 __all__ = ["DirectGets"]
 
@@ -41,7 +41,6 @@ __all__ = ["DirectGets"]
 # against httpx.URL in the tests), and %XX escapes.
 _UNCHANGED = re.compile(r"/(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/?^]|%[0-9A-Fa-f]{2})*")
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
-_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 class DirectGets:
@@ -67,7 +66,7 @@ class DirectGets:
         url = httpx.URL(base_url)
         authority = base_url.split("/", 3)[2]  # the client checked scheme and host
         self.prefix = f"{url.scheme}://{authority}"
-        self.origin = (url.scheme, url.host, url.port or _DEFAULT_PORTS.get(url.scheme, 0))
+        self.origin = (url.scheme, url.host, url.port or DEFAULT_PORTS.get(url.scheme, 0))
         self.host_header = url.netloc
         self.auth = auth
         self.basic: bytes | None = None
@@ -75,7 +74,7 @@ class DirectGets:
             flow = auth.sync_auth_flow(httpx.Request("GET", url))
             self.basic = next(flow).headers["Authorization"].encode("ascii")
         self.enabled = (
-            url.scheme in _DEFAULT_PORTS
+            url.scheme in DEFAULT_PORTS
             and base_url.startswith(self.prefix)
             and "@" not in authority
             and (auth is None or type(auth) in (httpx.BasicAuth, BearerTokenAuth))

@@ -37,6 +37,7 @@ from aiodicomweb._files import write_part
 from aiodicomweb._retry import retrying
 from aiodicomweb._tasks import task_group
 from aiodicomweb._urls import resource_path, server_uid, validate_uid
+from aiodicomweb._validate import positive_integer
 
 if TYPE_CHECKING:
     from aiodicomweb._client import AsyncDicomWebClient
@@ -433,8 +434,7 @@ def _check_strategy(strategy: str, **concurrencies: int) -> None:
     if strategy not in STRATEGIES:
         raise DicomWebUsageError(f"unknown strategy {strategy!r}: use one of {STRATEGIES}")
     for name, value in concurrencies.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise DicomWebUsageError(f"{name} must be a positive integer: {value!r}")
+        positive_integer(name, value)
 
 
 async def download_series(

@@ -16,7 +16,7 @@ import httpx
 
 from aiodicomweb._exceptions import DicomWebUsageError, UnexpectedResponseError
 
-__all__ = ["DEFAULT_LIMITS", "InflateLimits", "decoded_body", "read_body"]
+__all__ = ["DEFAULT_LIMITS", "InflateLimits", "content_encoding", "decoded_body", "read_body"]
 
 _PIECE = 1 << 20  # the most one step of inflation hands out
 
@@ -47,6 +47,12 @@ class InflateLimits:
 DEFAULT_LIMITS = InflateLimits()
 
 
+def content_encoding(response: httpx.Response) -> str | None:
+    """The body's Content-Encoding in lower case; None when it is sent as it is."""
+    encoding = response.headers.get("content-encoding", "identity").strip().lower()
+    return None if encoding in ("", "identity") else encoding
+
+
 async def decoded_body(
     response: httpx.Response, description: str, limits: InflateLimits | None = None
 ) -> AsyncIterator[bytes]:
@@ -63,8 +69,8 @@ async def decoded_body(
     else:
         yield preloaded
         return
-    encoding = response.headers.get("content-encoding", "identity").strip().lower()
-    if encoding in ("", "identity"):
+    encoding = content_encoding(response)
+    if encoding is None:
         async for chunk in response.aiter_raw():
             yield chunk
         return

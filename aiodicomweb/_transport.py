@@ -25,7 +25,7 @@ from aiodicomweb._exceptions import (
     excerpt,
     translate_httpx_error,
 )
-from aiodicomweb._inflate import DEFAULT_LIMITS, InflateLimits, read_body
+from aiodicomweb._inflate import DEFAULT_LIMITS, InflateLimits, content_encoding, read_body
 from aiodicomweb._rate import MinRate, RateWatch
 from aiodicomweb._retry import RetryPolicy, parse_retry_after, retrying
 from aiodicomweb._tls import TlsSettings
@@ -78,13 +78,11 @@ class Transport:
         retry: RetryPolicy | None,
         direct: DirectGets | None = None,
         inflate: InflateLimits = DEFAULT_LIMITS,
-        min_rate: MinRate | None = None,
     ) -> None:
         self.http = http
         self.retry = retry
         self.direct = direct
         self.inflate = inflate
-        self.min_rate = min_rate
         self.closed = False
 
     async def aclose(self) -> None:
@@ -120,7 +118,7 @@ class Transport:
             try:
                 if response.status_code not in ok:
                     await self._raise_status(response, method, url)
-                if not _encoded(response):  # as sent: nothing to inflate, nothing to copy
+                if content_encoding(response) is None:  # nothing to inflate, nothing to copy
                     await response.aread()
                     return response
                 data = await read_body(response, what, self.inflate)
@@ -184,8 +182,6 @@ class Transport:
         if failure is not None:
             raise failure  # outside the handler: no chain back to a refused header's value
         assert response is not None
-        if self.min_rate is not None:
-            response.stream = _Watched(response.stream, RateWatch(self.min_rate))
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("%s %s -> %d", method, redact_url(url), response.status_code)
         return response
@@ -215,7 +211,7 @@ async def _read_some(response: httpx.Response, limit: int) -> bytes:
 
 
 class _Watched(httpx.AsyncByteStream):
-    """A response body under a `RateWatch` (httpx's transport has none of its own)."""
+    """A response body under a `RateWatch` (the fast path watches its own reads)."""
 
     def __init__(self, inner: Any, watch: RateWatch) -> None:
         self.inner = inner
@@ -228,13 +224,6 @@ class _Watched(httpx.AsyncByteStream):
 
     async def aclose(self) -> None:
         await self.inner.aclose()
-
-
-def _encoded(response: httpx.Response) -> bool:
-    return response.headers.get("content-encoding", "identity").strip().lower() not in (
-        "identity",
-        "",
-    )
 
 
 def _with_content(response: httpx.Response, content: bytes) -> httpx.Response:
@@ -311,16 +300,25 @@ class _LargeReadBackend(httpcore.AsyncNetworkBackend):
 
 
 class _Deferred(httpx.AsyncBaseTransport):
-    """An httpx transport made at its first request: its TLS context costs tens of ms."""
+    """httpx's transport, made at its first request, its response bodies under `min_rate`.
 
-    def __init__(self, build: Callable[[], httpx.AsyncBaseTransport]) -> None:
+    Made late because its TLS context costs tens of milliseconds to load.
+    """
+
+    def __init__(
+        self, build: Callable[[], httpx.AsyncBaseTransport], min_rate: MinRate | None
+    ) -> None:
         self.build = build
+        self.min_rate = min_rate
         self.transport: httpx.AsyncBaseTransport | None = None
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if self.transport is None:
             self.transport = self.build()
-        return await self.transport.handle_async_request(request)
+        response = await self.transport.handle_async_request(request)
+        if self.min_rate is not None:
+            response.stream = _Watched(response.stream, RateWatch(self.min_rate))
+        return response
 
     async def aclose(self) -> None:
         if self.transport is not None:
@@ -346,7 +344,8 @@ def client_transports(
 
     def httpx_transport(via: str | httpx.Proxy | None = None) -> httpx.AsyncBaseTransport:
         return _Deferred(
-            lambda: http_transport(verify=tls.context(), http2=http2, limits=limits, proxy=via)
+            lambda: http_transport(verify=tls.context(), http2=http2, limits=limits, proxy=via),
+            min_rate,
         )
 
     if proxy is not None:

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 from aiodicomweb._exceptions import DicomWebUsageError
 
-__all__ = ["checked_headers", "header_value"]
+__all__ = ["checked_headers", "header_value", "positive_integer"]
 
 # RFC 9110 field names (tokens) and values: no control character but tab, so
 # nothing a value holds can end the line it is written on.
@@ -28,6 +28,17 @@ def header_value(name: str, value: str) -> str:
             f"header {name!r}: the value has a line break, a control character or "
             "surrounding white space (strip what was read from a file or variable)"
         )
+    return value
+
+
+def positive_integer(name: str, value: object) -> int:
+    """`value` when it is an int of at least 1 (not a bool).
+
+    Raises:
+        DicomWebUsageError: anything else, naming `name`.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise DicomWebUsageError(f"{name} must be a positive integer: {value!r}")
     return value
 
 
