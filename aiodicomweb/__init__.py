@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 from aiodicomweb._auth import BearerTokenAuth
+from aiodicomweb._bulk_download import (
+    DownloadProgress,
+    DownloadResult,
+    SeriesResult,
+    check_destination,
+)
+from aiodicomweb._bulk_store import StoreProgress, find_dicom_files
 from aiodicomweb._client import AsyncDicomWebClient
-from aiodicomweb._download import DownloadProgress, DownloadResult, SeriesResult
 from aiodicomweb._exceptions import (
     ClientClosedError,
+    DeleteUnsupportedError,
     DicomWebError,
     DicomWebHTTPError,
     DicomWebServerError,
@@ -21,11 +28,11 @@ from aiodicomweb._exceptions import (
     UnexpectedResponseError,
 )
 from aiodicomweb._legacy import DicomWebAdapter, DicomWebAdapter_Fallback
-from aiodicomweb._parts import MultipartStream, Part
+from aiodicomweb._multipart_stream import MultipartStream, Part
 from aiodicomweb._retry import RetryPolicy
-from aiodicomweb._store import StoreProgress
-from aiodicomweb._stow import FailedInstance, StoredInstance, StoreResult
+from aiodicomweb._stow_response import FailedInstance, StoredInstance, StoreResult
 from aiodicomweb._sync import DicomWebClient, SyncPart
+from aiodicomweb._validate import validate_uid
 
 __version__ = "0.1.0"
 
@@ -33,6 +40,7 @@ __all__ = [
     "AsyncDicomWebClient",
     "BearerTokenAuth",
     "ClientClosedError",
+    "DeleteUnsupportedError",
     "DicomWebAdapter",
     "DicomWebAdapter_Fallback",
     "DicomWebClient",
@@ -60,4 +68,7 @@ __all__ = [
     "SyncPart",
     "UnexpectedResponseError",
     "__version__",
+    "check_destination",
+    "find_dicom_files",
+    "validate_uid",
 ]

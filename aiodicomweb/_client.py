@@ -1,120 +1,42 @@
-"""AsyncDicomWebClient: every DICOMweb transaction, written once."""
+"""AsyncDicomWebClient: the public async client, one delegation per transaction."""
 
 from __future__ import annotations
 
-import gc
-import importlib.util
-import json
-import logging
 import os
-import re
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from http.cookiejar import CookieJar
-from typing import Any, Literal
-from urllib.parse import SplitResult, quote, unquote, urljoin, urlsplit
+from typing import Any
 
-import anyio
 import httpx
 
-from aiodicomweb import _download, _store
-from aiodicomweb._auth import make_auth
-from aiodicomweb._bulk import BulkTransport
-from aiodicomweb._direct import DirectGets
-from aiodicomweb._download import DownloadResult, ProgressCallback, Strategy
-from aiodicomweb._exceptions import (
-    DicomWebHTTPError,
-    DicomWebUsageError,
-    MissingDependencyError,
-    UnexpectedResponseError,
+from aiodicomweb import _bulk_download, _bulk_store, _delete, _qido, _wado
+from aiodicomweb._bulk_download import DownloadResult, ProgressCallback, Strategy
+from aiodicomweb._bulk_store import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_MAX_INSTANCES,
+    DEFAULT_MAX_REQUEST_SIZE,
+    StoreProgressCallback,
+    StoreSource,
 )
+from aiodicomweb._delete import DELETE_STRATEGIES, DeleteStrategy
+from aiodicomweb._dicom_json import JSON
+from aiodicomweb._exceptions import DicomWebUsageError
 from aiodicomweb._inflate import DEFAULT_LIMITS, InflateLimits
-from aiodicomweb._media import (
-    DICOM,
-    JSON_ACCEPT,
-    OCTET_STREAM,
-    checked_media_type,
-    media_type,
-    multipart_accept,
-)
-from aiodicomweb._parts import DEFAULT_MAX_PARTS, MultipartStream
+from aiodicomweb._media import OCTET_STREAM
+from aiodicomweb._multipart_stream import DEFAULT_MAX_PARTS, MultipartStream
 from aiodicomweb._rate import MinRate
 from aiodicomweb._retry import RetryPolicy
-from aiodicomweb._store import StoreProgressCallback, StoreSource
-from aiodicomweb._stow import StoreResult
-from aiodicomweb._tls import TlsSettings
-from aiodicomweb._transport import HttpClient, Transport, client_transports
-from aiodicomweb._urls import (
-    Level,
-    build_query,
-    qido_path,
-    redact_url,
-    resource_path,
-    server_uid,
-    validate_uid,
-)
-from aiodicomweb._validate import checked_headers, positive_integer
+from aiodicomweb._session import open_session
+from aiodicomweb._stow_response import StoreResult
+from aiodicomweb._urls import Level, redact_url, resource_path
 
 __all__ = ["DEFAULT_TIMEOUT", "AsyncDicomWebClient", "DeleteStrategy"]
-
-logger = logging.getLogger("aiodicomweb")
 
 DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
 DEFAULT_MAX_CONNECTIONS = 8
 DEFAULT_MIN_RATE = 1024.0  # bytes per second, over...
 DEFAULT_MIN_RATE_WINDOW = 60.0  # ...seconds: far below any healthy server
-DeleteStrategy = Literal["dicomweb", "orthanc"]
-JSON = dict[str, Any]
-_NO_GZIP = {"Accept-Encoding": "identity"}
-_ORTHANC_ID = re.compile(r"[0-9a-f]{8}(?:-[0-9a-f]{8}){4}")  # a SHA-1 in five groups
-_GC_PAUSE_BYTES = 16 * 1024  # a 20-instance listing (35 KB) is 3,000 objects
-
-
-def _loads(data: bytes) -> Any:
-    """`json.loads`, with the cyclic garbage collector paused for large answers.
-
-    A 350 KB instance listing becomes about 30,000 objects, and the collections
-    their creation triggers cost a third of the decoding (measured 3.6 ms with
-    them, 2.4 ms without, same body; 0.58 against 0.52 ms for 25 KB); nothing
-    being built can be garbage yet. A collector the application turned off
-    stays off.
-    """
-    if len(data) < _GC_PAUSE_BYTES or not gc.isenabled():
-        return json.loads(data)
-    gc.disable()
-    try:
-        return json.loads(data)
-    finally:
-        gc.enable()
-
-
-def _base_url_parts(url: str) -> SplitResult:
-    """The parts of a base URL: http(s), a host, a valid port, no query or fragment.
-
-    The refusal quotes nothing of the URL: a '#', '?' or '/' in a password that
-    was not percent-encoded would put the rest of it in another part.
-    """
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises for a port that is not a number (a password's rest?)
-    except (TypeError, ValueError):
-        parts = None
-    if (
-        parts is None
-        or parts.scheme not in ("http", "https")
-        or not parts.hostname
-        or parts.query
-        or parts.fragment
-    ):
-        raise DicomWebUsageError(
-            "not a DICOMweb base URL: http(s)://host[:port]/path with no query or fragment "
-            "(percent-encode '#', '?', '/' and '@' in a user name or password)"
-        )
-    return parts
-
-
-def _join(base: str, prefix: str | None) -> str:
-    return base if not prefix else f"{base}/{prefix.strip('/')}"
 
 
 class AsyncDicomWebClient:
@@ -185,57 +107,21 @@ class AsyncDicomWebClient:
         min_rate_window: float = DEFAULT_MIN_RATE_WINDOW,
         max_parts: int = DEFAULT_MAX_PARTS,
     ) -> None:
-        if delete_strategy not in ("dicomweb", "orthanc"):
+        if delete_strategy not in DELETE_STRATEGIES:
             raise DicomWebUsageError(f"unknown delete_strategy: {delete_strategy!r}")
-        if timeout is None:
-            raise DicomWebUsageError("timeout=None would let a request hang forever")
-        parts = _base_url_parts(url)
-        if parts.username is not None or parts.password is not None:
-            # Credentials in the URL become basic auth, so that no URL the client
-            # keeps, logs (httpx logs request URLs) or shows ever carries them.
-            if auth is not None:
-                raise DicomWebUsageError("credentials given both in the URL and as auth=")
-            auth = (unquote(parts.username or ""), unquote(parts.password or ""))
-            url = redact_url(url)
-        self.url = url.rstrip("/")
-        self._qido = _join(self.url, qido_url_prefix)
-        self._wado = _join(self.url, wado_url_prefix)
-        self._stow = _join(self.url, stow_url_prefix)
-        self._delete = _join(self.url, delete_url_prefix)
-        self._orthanc = (orthanc_url or self.url.rsplit("/", 1)[0]).rstrip("/")
+        self._session = open_session(
+            url, qido_url_prefix=qido_url_prefix, wado_url_prefix=wado_url_prefix,
+            stow_url_prefix=stow_url_prefix, delete_url_prefix=delete_url_prefix,
+            orthanc_url=orthanc_url, auth=auth, headers=headers, timeout=timeout, retry=retry,
+            max_connections=max_connections, http2=http2, verify=verify, cert=cert,
+            proxy=proxy, cookies=cookies, trust_env=trust_env, transport=transport,
+            chunk_size=chunk_size,
+            inflate=InflateLimits(max_decoded_size, max_expansion_ratio),
+            min_rate=None if min_rate is None else MinRate(min_rate, min_rate_window),
+            max_parts=max_parts,
+        )  # fmt: skip
+        self.url = self._session.roots.base
         self.delete_strategy: DeleteStrategy = delete_strategy
-        self.max_parts = positive_integer("max_parts", max_parts)
-        self.chunk_size = chunk_size
-        if http2 and importlib.util.find_spec("h2") is None:
-            raise MissingDependencyError(
-                'http2=True needs the h2 package: pip install "aiodicomweb[http2]"'
-            )
-        limits = httpx.Limits(
-            max_connections=max_connections, max_keepalive_connections=max_connections
-        )
-        rate = None if min_rate is None else MinRate(min_rate, min_rate_window)
-        mounts: dict[str, httpx.AsyncBaseTransport | None] = {}
-        if transport is None:
-            tls = TlsSettings(verify, cert, trust_env)
-            transport, mounts = client_transports(
-                tls, http2=http2, limits=limits, proxy=proxy, trust_env=trust_env, min_rate=rate
-            )
-        auth = make_auth(auth)
-        http = HttpClient(
-            auth=auth,
-            headers=checked_headers(headers),
-            timeout=timeout,
-            transport=transport,
-            mounts=mounts,
-            cookies=cookies,
-            trust_env=trust_env,
-            follow_redirects=True,
-        )
-        direct = None
-        if isinstance(transport, BulkTransport):
-            direct = DirectGets(http, transport, self.url, auth)
-        inflate = InflateLimits(max_decoded_size, max_expansion_ratio)
-        self._transport = Transport(http, retry, direct, inflate)
 
     def __repr__(self) -> str:
         return f"<AsyncDicomWebClient {redact_url(self.url)!r}>"
@@ -243,11 +129,11 @@ class AsyncDicomWebClient:
     @property
     def retry(self) -> RetryPolicy | None:
         """The retry policy; assign a new `RetryPolicy` (or None) to change it."""
-        return self._transport.retry
+        return self._session.retry
 
     @retry.setter
     def retry(self, policy: RetryPolicy | None) -> None:
-        self._transport.retry = policy
+        self._session.retry = policy
 
     async def __aenter__(self) -> AsyncDicomWebClient:
         return self
@@ -257,7 +143,7 @@ class AsyncDicomWebClient:
 
     async def aclose(self) -> None:
         """Close every connection of the client; every later call raises `ClientClosedError`."""
-        await self._transport.aclose()
+        await self._session.aclose()
 
     # -- QIDO-RS -------------------------------------------------------------
 
@@ -297,15 +183,10 @@ class AsyncDicomWebClient:
             DicomWebTransportError: the connection failed.
             UnexpectedResponseError: the answer is not a JSON array.
         """
-        query = build_query(
-            match, include_fields=include_fields, fuzzy=fuzzy, limit=limit, offset=offset
-        )
-        url = self._qido + qido_path(level, study_uid, series_uid)
-        url = f"{url}?{query}" if query else url
-        response = await self._transport.request(
-            "GET", url, headers={"Accept": JSON_ACCEPT}, ok=(200, 204)
-        )
-        return self._json_list(response, url, allow_empty=True)
+        return await _qido.search(
+            self._session, level, study_uid, series_uid, match,
+            include_fields=include_fields, fuzzy=fuzzy, limit=limit, offset=offset,
+        )  # fmt: skip
 
     async def search_studies(
         self,
@@ -355,7 +236,7 @@ class AsyncDicomWebClient:
             include_fields=include_fields, fuzzy=fuzzy, limit=limit, offset=offset,
         )  # fmt: skip
 
-    async def search_pages(
+    def search_pages(
         self,
         level: Level,
         study_uid: str | None = None,
@@ -374,22 +255,10 @@ class AsyncDicomWebClient:
         Raises:
             The errors of `search`.
         """
-        if page_size < 1:
-            raise DicomWebUsageError("page_size must be at least 1")
-        offset, previous = 0, None
-        while True:
-            page = await self.search(
-                level, study_uid, series_uid, match,
-                include_fields=include_fields, fuzzy=fuzzy, limit=page_size, offset=offset,
-            )  # fmt: skip
-            if not page or page == previous:
-                if page:
-                    logger.warning("server ignores QIDO offset; stopped after %d results", offset)
-                return
-            yield page
-            if len(page) < page_size:
-                return
-            offset, previous = offset + len(page), page
+        return _qido.search_pages(
+            self._session, level, study_uid, series_uid, match,
+            page_size=page_size, include_fields=include_fields, fuzzy=fuzzy,
+        )  # fmt: skip
 
     async def find_study_uid(self, series_uid: str) -> str | None:
         """The StudyInstanceUID of a series, or None if the server has no such series.
@@ -399,13 +268,18 @@ class AsyncDicomWebClient:
             UnexpectedResponseError: the server answered with an invalid UID.
             The errors of `search`.
         """
-        found = await self.search_series(
-            None, {"SeriesInstanceUID": validate_uid(series_uid, "SeriesInstanceUID")},
-            include_fields=["StudyInstanceUID"],
-        )  # fmt: skip
-        if not found:
-            return None
-        return server_uid(_download.first_value(found[0], "0020000D"), "StudyInstanceUID")
+        return await _qido.find_study_uid(self._session, series_uid)
+
+    async def list_series(self, study_uid: str) -> dict[str, int | None]:
+        """A study's SeriesInstanceUIDs (validated) with their instance counts, in the
+        server's order; a count is None when the server does not report it, and the
+        result is empty when there is no such study.
+
+        Raises:
+            UnexpectedResponseError: the server listed an invalid or repeated UID.
+            The errors of `search`.
+        """
+        return await self._session.list_series(study_uid)
 
     async def list_series_uids(self, study_uid: str) -> list[str]:
         """SeriesInstanceUIDs of a study (empty when there is no such study), validated.
@@ -414,11 +288,11 @@ class AsyncDicomWebClient:
             UnexpectedResponseError: the server listed an invalid UID.
             The errors of `search`.
         """
-        return await _download.list_series_uids(self, study_uid)
+        return list(await self._session.list_series(study_uid))
 
     async def list_instance_uids(self, study_uid: str, series_uid: str) -> list[str]:
         """SOPInstanceUIDs of a series in the server's order, validated (see above)."""
-        return await _download.list_instance_uids(self, study_uid, series_uid)
+        return await self._session.list_instance_uids(study_uid, series_uid)
 
     # -- WADO-RS: streams ----------------------------------------------------
 
@@ -427,7 +301,7 @@ class AsyncDicomWebClient:
         self, study_uid: str, *, transfer_syntax: str | None = "*"
     ) -> AsyncIterator[MultipartStream]:
         """Stream a study's instances as parts (see `stream_series`)."""
-        async with self._open_parts(resource_path(study_uid), transfer_syntax) as parts:
+        async with self._session.open_parts(resource_path(study_uid), transfer_syntax) as parts:
             yield parts
 
     @asynccontextmanager
@@ -452,7 +326,7 @@ class AsyncDicomWebClient:
                 delimiter (raised while iterating).
         """
         path = resource_path(study_uid, series_uid)
-        async with self._open_parts(path, transfer_syntax) as parts:
+        async with self._session.open_parts(path, transfer_syntax) as parts:
             yield parts
 
     @asynccontextmanager
@@ -461,19 +335,8 @@ class AsyncDicomWebClient:
     ) -> AsyncIterator[MultipartStream]:
         """Stream one instance (one part; see `stream_series`)."""
         path = resource_path(study_uid, series_uid, sop_uid)
-        async with self._open_parts(path, transfer_syntax) as parts:
+        async with self._session.open_parts(path, transfer_syntax) as parts:
             yield parts
-
-    @asynccontextmanager
-    async def _open_parts(
-        self, path: str, transfer_syntax: str | None, *, retry: bool = True
-    ) -> AsyncIterator[MultipartStream]:
-        url = self._wado + path
-        headers = {"Accept": multipart_accept(DICOM, transfer_syntax), **_NO_GZIP}
-        async with self._transport.stream("GET", url, headers=headers, retry=retry) as response:
-            yield MultipartStream(
-                response, description=f"GET {redact_url(url)}", max_parts=self.max_parts
-            )
 
     # -- WADO-RS: buffered ---------------------------------------------------
 
@@ -485,8 +348,7 @@ class AsyncDicomWebClient:
         Raises:
             The errors of `stream_series`.
         """
-        async with self.stream_study(study_uid, transfer_syntax=transfer_syntax) as parts:
-            return [await part.read() async for part in parts]
+        return await _wado.retrieve_parts(self._session, resource_path(study_uid), transfer_syntax)
 
     async def retrieve_series(
         self, study_uid: str, series_uid: str, *, transfer_syntax: str | None = "*"
@@ -498,8 +360,8 @@ class AsyncDicomWebClient:
         Raises:
             The errors of `stream_series`.
         """
-        async with self.stream_series(study_uid, series_uid, transfer_syntax=transfer_syntax) as p:
-            return [await part.read() async for part in p]
+        path = resource_path(study_uid, series_uid)
+        return await _wado.retrieve_parts(self._session, path, transfer_syntax)
 
     async def retrieve_instance(
         self, study_uid: str, series_uid: str, sop_uid: str, *, transfer_syntax: str | None = "*"
@@ -512,14 +374,8 @@ class AsyncDicomWebClient:
             UnexpectedResponseError: the answer holds no instance or several.
             The errors of `stream_series`.
         """
-        ts = transfer_syntax
-        async with self.stream_instance(study_uid, series_uid, sop_uid, transfer_syntax=ts) as p:
-            bodies = [await part.read() async for part in p]
-        if len(bodies) != 1:
-            raise UnexpectedResponseError(
-                f"instance {sop_uid}: expected one part, the server sent {len(bodies)}"
-            )
-        return bodies[0]
+        path = resource_path(study_uid, series_uid, sop_uid)
+        return await _wado.retrieve_instance(self._session, path, transfer_syntax)
 
     async def retrieve_study_metadata(self, study_uid: str) -> list[JSON]:
         """The DICOM JSON metadata of every instance of a study.
@@ -527,27 +383,19 @@ class AsyncDicomWebClient:
         Raises:
             DicomWebHTTPError, DicomWebTransportError, UnexpectedResponseError.
         """
-        return await self._metadata(resource_path(study_uid))
+        return await _wado.retrieve_metadata(self._session, resource_path(study_uid))
 
     async def retrieve_series_metadata(self, study_uid: str, series_uid: str) -> list[JSON]:
         """The DICOM JSON metadata of every instance of a series (see above)."""
-        return await self._metadata(resource_path(study_uid, series_uid))
+        path = resource_path(study_uid, series_uid)
+        return await _wado.retrieve_metadata(self._session, path)
 
     async def retrieve_instance_metadata(
         self, study_uid: str, series_uid: str, sop_uid: str
     ) -> JSON:
         """The DICOM JSON metadata of one instance (see above)."""
-        datasets = await self._metadata(resource_path(study_uid, series_uid, sop_uid))
-        if len(datasets) != 1:
-            raise UnexpectedResponseError(
-                f"metadata of {sop_uid}: expected one dataset, got {len(datasets)}"
-            )
-        return datasets[0]
-
-    async def _metadata(self, path: str) -> list[JSON]:
-        url = f"{self._wado}{path}/metadata"
-        response = await self._transport.request("GET", url, headers={"Accept": JSON_ACCEPT})
-        return self._json_list(response, url, allow_empty=False)
+        path = resource_path(study_uid, series_uid, sop_uid)
+        return await _wado.retrieve_instance_metadata(self._session, path)
 
     async def retrieve_frames(
         self,
@@ -574,11 +422,9 @@ class AsyncDicomWebClient:
             DicomWebUsageError: empty list or a frame number below 1.
             The errors of `stream_series`.
         """
-        if not frames or any(isinstance(f, bool) or int(f) != f or f < 1 for f in frames):
-            raise DicomWebUsageError(f"frame numbers must be integers from 1: {list(frames)!r}")
-        path = resource_path(study_uid, series_uid, sop_uid)
-        url = f"{self._wado}{path}/frames/{','.join(str(int(f)) for f in frames)}"
-        return await self._retrieve_parts(url, multipart_accept(media_type, transfer_syntax))
+        return await _wado.retrieve_frames(
+            self._session, study_uid, series_uid, sop_uid, frames, media_type, transfer_syntax
+        )
 
     async def retrieve_bulkdata(
         self,
@@ -599,35 +445,7 @@ class AsyncDicomWebClient:
             DicomWebUsageError: a URI on another origin, or a bad range.
             The errors of `stream_series`.
         """
-        url = urljoin(self._wado + "/", uri)
-        if urlsplit(url)[:2] != urlsplit(self._wado)[:2]:
-            raise DicomWebUsageError(f"bulk data URI on another origin: {redact_url(url)!r}")
-        headers = {}
-        if byte_range is not None:
-            first, last = byte_range
-            if first < 0 or (last is not None and last < first):
-                raise DicomWebUsageError(f"invalid byte range: {byte_range!r}")
-            headers["Range"] = f"bytes={first}-{'' if last is None else last}"
-        return await self._retrieve_parts(
-            url, multipart_accept(media_type, None), headers, single=(media_type.lower(),)
-        )
-
-    async def _retrieve_parts(
-        self,
-        url: str,
-        accept: str,
-        headers: Mapping[str, str] | None = None,
-        single: tuple[str, ...] = (OCTET_STREAM,),
-    ) -> list[bytes]:
-        all_headers = {"Accept": accept, **_NO_GZIP, **(headers or {})}
-        async with self._transport.stream("GET", url, headers=all_headers, ok=(200, 206)) as r:
-            parts = MultipartStream(
-                r,
-                description=f"GET {redact_url(url)}",
-                single_part_types=single,
-                max_parts=self.max_parts,
-            )
-            return [await part.read() async for part in parts]
+        return await _wado.retrieve_bulkdata(self._session, uri, byte_range, media_type)
 
     async def retrieve_rendered(
         self,
@@ -654,8 +472,9 @@ class AsyncDicomWebClient:
             UnexpectedResponseError: the answer is not of `media_type`.
             DicomWebHTTPError, DicomWebTransportError.
         """
-        return await self._rendered("rendered", study_uid, series_uid, sop_uid, frame,
-                                    media_type, viewport, window, quality)  # fmt: skip
+        path = resource_path(study_uid, series_uid, sop_uid)
+        return await _wado.retrieve_rendered(self._session, "rendered", path, frame, media_type,
+                                             viewport, window, quality)  # fmt: skip
 
     async def retrieve_thumbnail(
         self,
@@ -668,43 +487,9 @@ class AsyncDicomWebClient:
         viewport: tuple[int, int] | None = None,
     ) -> bytes:
         """A thumbnail of an instance, frame, series or study (see `retrieve_rendered`)."""
-        return await self._rendered("thumbnail", study_uid, series_uid, sop_uid, frame,
-                                    media_type, viewport, None, None)  # fmt: skip
-
-    async def _rendered(
-        self,
-        kind: str,
-        study_uid: str,
-        series_uid: str | None,
-        sop_uid: str | None,
-        frame: int | None,
-        accept: str,
-        viewport: tuple[int, int] | None,
-        window: tuple[Any, ...] | None,
-        quality: int | None,
-    ) -> bytes:
         path = resource_path(study_uid, series_uid, sop_uid)
-        if frame is not None:
-            if sop_uid is None or isinstance(frame, bool) or frame < 1:
-                raise DicomWebUsageError("frame needs an instance and a number from 1")
-            path += f"/frames/{int(frame)}"
-        params = [
-            (name, ",".join(quote(str(v), safe="") for v in value))
-            for name, value in (("viewport", viewport), ("window", window))
-            if value is not None
-        ]
-        if quality is not None:
-            params.append(("quality", str(int(quality))))
-        url = f"{self._wado}{path}/{kind}"
-        url += "?" + "&".join(f"{k}={v}" for k, v in params) if params else ""
-        headers = {"Accept": checked_media_type(accept)}
-        response = await self._transport.request("GET", url, headers=headers)
-        got = media_type(response.headers.get("content-type"))
-        if got != accept.lower():
-            raise UnexpectedResponseError(
-                f"GET {redact_url(url)}: asked for {accept}, got {got or 'no Content-Type'!r}"
-            )
-        return response.content
+        return await _wado.retrieve_rendered(self._session, "thumbnail", path, frame, media_type,
+                                             viewport, None, None)  # fmt: skip
 
     # -- downloads to disk -----------------------------------------------------
 
@@ -755,8 +540,8 @@ class AsyncDicomWebClient:
                 unsafe UID, no instances).
             OSError: writing failed (disk full, ...); nothing is left behind.
         """
-        return await _download.download_series(
-            self, study_uid, series_uid, dest_dir, strategy=strategy, fallback=fallback,
+        return await _bulk_download.download_series(
+            self._session, study_uid, series_uid, dest_dir, strategy=strategy, fallback=fallback,
             concurrency=concurrency, transfer_syntax=transfer_syntax, progress=progress,
             create_parent=create_parent,
         )  # fmt: skip
@@ -783,8 +568,8 @@ class AsyncDicomWebClient:
         Raises:
             The errors of `download_series`.
         """
-        return await _download.download_study(
-            self, study_uid, dest_dir, strategy=strategy, fallback=fallback,
+        return await _bulk_download.download_study(
+            self._session, study_uid, dest_dir, strategy=strategy, fallback=fallback,
             series_concurrency=series_concurrency, concurrency=concurrency,
             transfer_syntax=transfer_syntax, progress=progress, series_uids=series_uids,
         )  # fmt: skip
@@ -796,9 +581,9 @@ class AsyncDicomWebClient:
         items: StoreSource,
         *,
         study_uid: str | None = None,
-        max_request_size: int = _store.DEFAULT_MAX_REQUEST_SIZE,
-        max_instances_per_request: int = _store.DEFAULT_MAX_INSTANCES,
-        concurrency: int = _store.DEFAULT_CONCURRENCY,
+        max_request_size: int = DEFAULT_MAX_REQUEST_SIZE,
+        max_instances_per_request: int = DEFAULT_MAX_INSTANCES,
+        concurrency: int = DEFAULT_CONCURRENCY,
         progress: StoreProgressCallback | None = None,
     ) -> StoreResult:
         """Store instances with STOW-RS.
@@ -828,8 +613,8 @@ class AsyncDicomWebClient:
             DicomWebTransportError: the connection failed.
             UnexpectedResponseError: the server's answer cannot be read.
         """
-        return await _store.store(
-            self, items, study_uid=study_uid, max_request_size=max_request_size,
+        return await _bulk_store.store(
+            self._session, items, study_uid=study_uid, max_request_size=max_request_size,
             max_instances_per_request=max_instances_per_request, concurrency=concurrency,
             progress=progress,
         )  # fmt: skip
@@ -840,9 +625,9 @@ class AsyncDicomWebClient:
         include_regex: str | None = None,
         *,
         study_uid: str | None = None,
-        max_request_size: int = _store.DEFAULT_MAX_REQUEST_SIZE,
-        max_instances_per_request: int = _store.DEFAULT_MAX_INSTANCES,
-        concurrency: int = _store.DEFAULT_CONCURRENCY,
+        max_request_size: int = DEFAULT_MAX_REQUEST_SIZE,
+        max_instances_per_request: int = DEFAULT_MAX_INSTANCES,
+        concurrency: int = DEFAULT_CONCURRENCY,
         progress: StoreProgressCallback | None = None,
     ) -> StoreResult:
         """Store every DICOM file under `folder`, recursively.
@@ -856,22 +641,11 @@ class AsyncDicomWebClient:
             FileNotFoundError, NotADirectoryError: `folder` is missing or not a folder.
             The errors of `store`.
         """
-        files, unreadable = await anyio.to_thread.run_sync(
-            _store.find_dicom_files, folder, include_regex
-        )
-        result = StoreResult(stored=(), failed=tuple(unreadable))
-        if files:
-            result = result.merge(
-                await self.store(
-                    files,
-                    study_uid=study_uid,
-                    max_request_size=max_request_size,
-                    max_instances_per_request=max_instances_per_request,
-                    concurrency=concurrency,
-                    progress=progress,
-                )
-            )
-        return result
+        return await _bulk_store.store_directory(
+            self._session, folder, include_regex, study_uid=study_uid,
+            max_request_size=max_request_size, max_instances_per_request=max_instances_per_request,
+            concurrency=concurrency, progress=progress,
+        )  # fmt: skip
 
     # -- DELETE --------------------------------------------------------------
 
@@ -890,100 +664,12 @@ class AsyncDicomWebClient:
                 there is no such study.
             DicomWebTransportError: the connection failed.
         """
-        await self._delete_resource(study_uid, None, None)
+        await _delete.delete(self._session, self.delete_strategy, study_uid)
 
     async def delete_series(self, study_uid: str, series_uid: str) -> None:
         """Delete a series (see `delete_study`)."""
-        await self._delete_resource(study_uid, series_uid, None)
+        await _delete.delete(self._session, self.delete_strategy, study_uid, series_uid)
 
     async def delete_instance(self, study_uid: str, series_uid: str, sop_uid: str) -> None:
         """Delete an instance (see `delete_study`)."""
-        await self._delete_resource(study_uid, series_uid, sop_uid)
-
-    async def _delete_resource(
-        self, study_uid: str, series_uid: str | None, sop_uid: str | None
-    ) -> None:
-        path = resource_path(study_uid, series_uid, sop_uid)
-        if self.delete_strategy == "orthanc":
-            await self._orthanc_delete(study_uid, series_uid, sop_uid)
-            return
-        url = self._delete + path
-        try:
-            await self._transport.request("DELETE", url, ok=(200, 202, 204))
-        except DicomWebHTTPError as error:
-            if error.status != 405:
-                raise
-            raise DicomWebHTTPError(
-                f"{error}; the server does not support DICOMweb DELETE "
-                "(for Orthanc, use delete_strategy='orthanc')",
-                status=error.status, method=error.method, url=error.url,
-                body_excerpt=error.body_excerpt,
-            ) from None  # fmt: skip
-
-    async def _orthanc_delete(
-        self, study_uid: str, series_uid: str | None, sop_uid: str | None
-    ) -> None:
-        levels = [("Study", "studies", study_uid), ("Series", "series", series_uid),
-                  ("Instance", "instances", sop_uid)]  # fmt: skip
-        chain = [(level, plural, uid) for level, plural, uid in levels if uid is not None]
-        parent: str | None = None
-        for level, plural, uid in chain:
-            orthanc_id = await self._orthanc_lookup(uid, level)
-            if parent is not None:
-                await self._orthanc_check_parent(plural, orthanc_id, parent, uid)
-            parent = orthanc_id
-        _, plural, _ = chain[-1]
-        await self._transport.request(
-            "DELETE", f"{self._orthanc}/{plural}/{parent}", ok=(200, 204)
-        )
-
-    async def _orthanc_lookup(self, uid: str, level: str) -> str:
-        url = f"{self._orthanc}/tools/lookup"
-        response = await self._transport.request("POST", url, content=lambda: uid.encode())
-        matches = self._json_list(response, url, allow_empty=True)
-        for match in matches:
-            if match.get("Type") == level and isinstance(match.get("ID"), str):
-                if not _ORTHANC_ID.fullmatch(match["ID"]):  # it becomes part of a DELETE URL
-                    raise UnexpectedResponseError(
-                        f"POST {redact_url(url)}: not an Orthanc identifier: {match['ID'][:80]!r}"
-                    )
-                return str(match["ID"])
-        raise DicomWebHTTPError(
-            f"no {level.lower()} with UID {uid} on the server",
-            status=404, method="POST", url=redact_url(url),
-        )  # fmt: skip
-
-    async def _orthanc_check_parent(
-        self, plural: str, orthanc_id: str, parent: str, uid: str
-    ) -> None:
-        url = f"{self._orthanc}/{plural}/{orthanc_id}"
-        response = await self._transport.request("GET", url)
-        info = self._json(response, url)
-        parent_key = {"series": "ParentStudy", "instances": "ParentSeries"}[plural]
-        if not isinstance(info, dict) or info.get(parent_key) != parent:
-            raise DicomWebHTTPError(
-                f"{uid} does not belong to the given parent on the server",
-                status=404, method="GET", url=redact_url(url),
-            )  # fmt: skip
-
-    # -- helpers ---------------------------------------------------------------
-
-    @staticmethod
-    def _json(response: httpx.Response, url: str) -> Any:
-        try:
-            return _loads(response.content)
-        except ValueError:
-            raise UnexpectedResponseError(
-                f"{redact_url(url)}: answer is not JSON "
-                f"({media_type(response.headers.get('content-type')) or 'no Content-Type'})"
-            ) from None
-
-    def _json_list(self, response: httpx.Response, url: str, *, allow_empty: bool) -> list[JSON]:
-        if response.status_code == 204 or not response.content.strip():
-            if allow_empty:
-                return []
-            raise UnexpectedResponseError(f"{redact_url(url)}: empty answer")
-        data = self._json(response, url)
-        if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
-            raise UnexpectedResponseError(f"{redact_url(url)}: expected a JSON array of objects")
-        return data
+        await _delete.delete(self._session, self.delete_strategy, study_uid, series_uid, sop_uid)

@@ -1,14 +1,9 @@
 """GETs handed straight to the fast path, past httpx's client machinery.
 
-Measured on the project's 2-core VM against a server that answers instantly: a
-QIDO call on a warm connection cost about 0.5 ms of CPU in a tight loop, and
-about 1.2 ms when it followed 3 ms of idling, which is how every real query
-goes (the client sleeps while the server works, and wakes up to cold caches).
-Half of the work was `httpx.AsyncClient` building and sending the request: URL
-parsing, header and cookie merging, the auth and redirect loops, hooks, the
-response wrapper. For the requests where none of that has anything to do, this
-module sends exactly what httpx would send to `BulkTransport.get`. They are
-the requests that meet all of these conditions:
+Half of a warm QIDO call's cost is `httpx.AsyncClient` building and sending the
+request (figures in benchmarks/README.md). For the requests where none of that
+machinery has anything to do, this module sends exactly what httpx would send
+to `WireTransport.get`. They are the requests that meet all of these conditions:
 
 - a GET without a body, to the client's own http or https origin, with no proxy;
 - a path and query made only of characters httpx sends unchanged, and no dot
@@ -33,7 +28,7 @@ from collections.abc import Mapping
 import httpx
 
 from aiodicomweb._auth import BearerTokenAuth
-from aiodicomweb._bulk import DEFAULT_PORTS, BulkTransport
+from aiodicomweb._wire import DEFAULT_PORTS, WireTransport
 
 __all__ = ["DirectGets"]
 
@@ -44,7 +39,7 @@ _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
 class DirectGets:
-    """Sends eligible GETs of one client to its `BulkTransport` directly.
+    """Sends eligible GETs of one client to its `WireTransport` directly.
 
     Args:
         http: The client's httpx client: its headers, timeouts, hooks and
@@ -57,7 +52,7 @@ class DirectGets:
     def __init__(
         self,
         http: httpx.AsyncClient,
-        wire: BulkTransport,
+        wire: WireTransport,
         base_url: str,
         auth: httpx.Auth | None,
     ) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 __all__ = [
     "ClientClosedError",
+    "DeleteUnsupportedError",
     "DicomWebError",
     "DicomWebHTTPError",
     "DicomWebServerError",
@@ -79,6 +80,10 @@ class DicomWebHTTPError(DicomWebServerError):
         self.url = url
         self.body_excerpt = body_excerpt
         self.retry_after = retry_after
+
+
+class DeleteUnsupportedError(DicomWebHTTPError):
+    """The server has no DICOMweb DELETE (405); Orthanc deletes through its REST API."""
 
 
 class UnexpectedResponseError(DicomWebServerError):

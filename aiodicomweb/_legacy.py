@@ -12,7 +12,7 @@ import os
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from aiodicomweb._download import Strategy
+from aiodicomweb._bulk_download import Strategy
 from aiodicomweb._retry import RetryPolicy
 from aiodicomweb._sync import DicomWebClient
 

@@ -18,14 +18,14 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
-from types import MappingProxyType
+from dataclasses import dataclass
 from typing import TypeAlias
 
 from aiodicomweb._exceptions import DicomWebUsageError, MultipartError
+from aiodicomweb._media import ContentType
+from aiodicomweb._validate import positive_integer
 
 __all__ = [
-    "ContentType",
     "Event",
     "MultipartEncoder",
     "MultipartParser",
@@ -35,117 +35,14 @@ __all__ = [
     "encode_multipart",
     "multipart_boundary",
     "new_boundary",
-    "parse_content_type",
 ]
 
 _MAX_BOUNDARY_LENGTH = 70  # RFC 2046, section 5.1.1
 
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-_QUOTED = re.compile(r'"((?:[^"\\\r\n]|\\[^\r\n])*)"')
-# Unquoted parameter values are read leniently: servers send boundaries such as
-# ----=_Part_1 without quotes although "=" is not a token character.
-_LOOSE_VALUE = re.compile(r'[^\x00-\x20";\x7f]+')
-_QUOTED_PAIR = re.compile(r"\\(.)", re.DOTALL)
 _HEADER_LINE = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+)[ \t]*:[ \t]*([^\r\n]*?)[ \t]*")
 _BCHARS = re.compile(r"[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?]")
 _PRINTABLE = re.compile(r"[\x20-\x7e]*")
-
-
-# --------------------------------------------------------------------------- Content-Type
-
-
-@dataclass(frozen=True)
-class ContentType:
-    """A parsed ``Content-Type`` header value.
-
-    Attributes:
-        media_type: Type and subtype, lower-cased (``"multipart/related"``).
-        params: Parameters; names lower-cased, values unquoted with their case kept.
-    """
-
-    media_type: str
-    params: Mapping[str, str] = field(default_factory=dict, hash=False)
-
-    @property
-    def boundary(self) -> str | None:
-        """The ``boundary`` parameter, if present."""
-        return self.params.get("boundary")
-
-    def param(self, name: str) -> str | None:
-        """Return a parameter by case-insensitive name, or ``None``."""
-        return self.params.get(name.lower())
-
-
-def parse_content_type(value: str) -> ContentType:
-    """Parse a ``Content-Type`` header value (RFC 9110 media type with parameters).
-
-    Whitespace around separators is tolerated, as are empty parameters (``;;``).
-
-    Args:
-        value: The header value, e.g. ``multipart/related; type="application/dicom"``.
-
-    Returns:
-        The media type and its parameters.
-
-    Raises:
-        MultipartError: The value is malformed; ``offset`` is the position in ``value``.
-    """
-    pos = _skip_ows(value, 0)
-    main, pos = _expect_token(value, pos, "a media type")
-    pos = _skip_ows(value, pos)
-    if not value.startswith("/", pos):
-        raise MultipartError(f"expected '/' in Content-Type {value!r}", offset=pos)
-    pos = _skip_ows(value, pos + 1)
-    sub, pos = _expect_token(value, pos, "a media subtype")
-    params: dict[str, str] = {}
-    while True:
-        pos = _skip_ows(value, pos)
-        if pos == len(value):
-            break
-        if value[pos] != ";":
-            raise MultipartError(f"expected ';' in Content-Type {value!r}", offset=pos)
-        pos = _skip_ows(value, pos + 1)
-        if pos < len(value) and value[pos] != ";":
-            pos = _parse_parameter(value, pos, params)
-    return ContentType(f"{main}/{sub}".lower(), MappingProxyType(params))
-
-
-def _skip_ows(value: str, pos: int) -> int:
-    while pos < len(value) and value[pos] in " \t":
-        pos += 1
-    return pos
-
-
-def _expect_token(value: str, pos: int, what: str) -> tuple[str, int]:
-    match = _TOKEN.match(value, pos)
-    if match is None:
-        raise MultipartError(f"expected {what} in Content-Type {value!r}", offset=pos)
-    return match.group(), match.end()
-
-
-def _parse_parameter(value: str, pos: int, params: dict[str, str]) -> int:
-    """Parse ``name=value`` at ``pos`` into ``params``; return the position after it."""
-    name_at = pos
-    name, pos = _expect_token(value, pos, "a parameter name")
-    pos = _skip_ows(value, pos)
-    if not value.startswith("=", pos):
-        raise MultipartError(f"expected '=' after parameter {name!r}", offset=pos)
-    pos = _skip_ows(value, pos + 1)
-    if value.startswith('"', pos):
-        match = _QUOTED.match(value, pos)
-        if match is None:
-            raise MultipartError(f"unterminated quoted string in {value!r}", offset=pos)
-        text = _QUOTED_PAIR.sub(r"\1", match.group(1))
-    else:
-        match = _LOOSE_VALUE.match(value, pos)
-        if match is None:
-            raise MultipartError(f"missing value for parameter {name!r}", offset=pos)
-        text = match.group()
-    key = name.lower()
-    if key in params:
-        raise MultipartError(f"duplicate parameter {name!r} in Content-Type", offset=name_at)
-    params[key] = text
-    return match.end()
 
 
 def multipart_boundary(content_type: ContentType) -> bytes:
@@ -168,15 +65,9 @@ def multipart_boundary(content_type: ContentType) -> bytes:
     boundary = content_type.boundary
     if boundary is None:
         raise MultipartError("multipart Content-Type has no boundary parameter", offset=0)
-    if not boundary:
-        raise MultipartError("multipart boundary is empty", offset=0)
-    if len(boundary) > _MAX_BOUNDARY_LENGTH:
-        raise MultipartError(
-            f"multipart boundary is {len(boundary)} characters long; RFC 2046 allows 1 to 70",
-            offset=0,
-        )
-    if not _PRINTABLE.fullmatch(boundary):
-        raise MultipartError(f"multipart boundary {boundary!r} is not printable ASCII", offset=0)
+    problem = _boundary_problem(boundary.encode("utf-8", "replace"))
+    if problem is not None:
+        raise MultipartError(f"multipart {problem}", offset=0)
     return boundary.encode("ascii")
 
 
@@ -299,11 +190,15 @@ class MultipartParser:
                 printable ASCII, or a limit is not positive.
         """
         self._delim = b"\r\n--" + _boundary_bytes(boundary)
-        self._max_header_size = _positive("max_header_size", max_header_size)
-        self._max_headers = _positive("max_headers", max_headers)
-        self._max_preamble_size = _positive("max_preamble_size", max_preamble_size, zero=True)
+        self._max_header_size = positive_integer("max_header_size", max_header_size)
+        self._max_headers = positive_integer("max_headers", max_headers)
+        self._max_preamble_size = positive_integer(
+            "max_preamble_size", max_preamble_size, minimum=0
+        )
         self._max_part_size = (
-            None if max_part_size is None else _positive("max_part_size", max_part_size, zero=True)
+            None
+            if max_part_size is None
+            else positive_integer("max_part_size", max_part_size, minimum=0)
         )
         self._state = _PREAMBLE
         # The body may open with "--boundary" without a CRLF: pretend one came first.
@@ -690,24 +585,22 @@ class MultipartParser:
 
 def _boundary_bytes(boundary: bytes | str) -> bytes:
     if isinstance(boundary, str):
-        try:
-            boundary = boundary.encode("ascii")
-        except UnicodeEncodeError:
-            raise DicomWebUsageError(f"boundary {boundary!r} is not ASCII") from None
-    if not 1 <= len(boundary) <= _MAX_BOUNDARY_LENGTH:
-        raise DicomWebUsageError(
-            f"boundary must be 1 to 70 bytes long (RFC 2046), got {len(boundary)}"
-        )
-    if not all(0x20 <= b <= 0x7E for b in boundary):
-        raise DicomWebUsageError(f"boundary {boundary!r} is not printable ASCII")
+        boundary = boundary.encode("utf-8", "replace")
+    problem = _boundary_problem(boundary)
+    if problem is not None:
+        raise DicomWebUsageError(problem)
     return bytes(boundary)
 
 
-def _positive(name: str, value: int, *, zero: bool = False) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < (0 if zero else 1):
-        least = "0 or more" if zero else "at least 1"
-        raise DicomWebUsageError(f"{name} must be an integer, {least}; got {value!r}")
-    return value
+def _boundary_problem(boundary: bytes) -> str | None:
+    """What makes `boundary` unusable (RFC 2046: 1 to 70 printable ASCII bytes), or None."""
+    if not boundary:
+        return "boundary is empty"
+    if len(boundary) > _MAX_BOUNDARY_LENGTH:
+        return f"boundary is {len(boundary)} bytes long; RFC 2046 allows 1 to 70"
+    if not all(0x20 <= b <= 0x7E for b in boundary):
+        return f"boundary {boundary!r} is not printable ASCII"
+    return None
 
 
 # --------------------------------------------------------------------------- encoder

@@ -19,6 +19,7 @@ from aiodicomweb._exceptions import (
     DicomWebUsageError,
     MultipartError,
 )
+from aiodicomweb._validate import positive_integer
 
 __all__ = ["RetryPolicy", "parse_retry_after", "retrying"]
 
@@ -60,8 +61,7 @@ class RetryPolicy:
     sleep: Sleep | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        if self.max_attempts < 1:
-            raise DicomWebUsageError("max_attempts must be at least 1")
+        positive_integer("max_attempts", self.max_attempts)
         if min(self.backoff_multiplier, self.backoff_max, self.jitter, self.max_retry_after) < 0:
             raise DicomWebUsageError("waits must not be negative")
         object.__setattr__(self, "retry_statuses", frozenset(int(s) for s in self.retry_statuses))

@@ -1,9 +1,9 @@
 """DicomWebClient: the async core, blocking, driven through an anyio portal.
 
-Every method is the async method of the same name run on a private event loop
-in a background thread, so the facade works from plain scripts, from worker
-threads, and from sync code that itself runs inside an event loop (notebooks,
-Qt apps). Nothing here implements a transaction.
+Every method is the async method of the same name run on an event loop in a
+background thread (one for all the clients of the process), so the facade works
+from plain scripts, from worker threads, and from sync code that itself runs
+inside an event loop (notebooks, Qt apps). Nothing here implements a transaction.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from collections.abc import (
     Awaitable,
     Callable,
     Iterator,
+    Mapping,
 )
 from contextlib import (
     AbstractAsyncContextManager,
@@ -23,13 +24,24 @@ from contextlib import (
     contextmanager,
     suppress,
 )
+from http.cookiejar import CookieJar
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
+import httpx
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
-from aiodicomweb._client import AsyncDicomWebClient
+from aiodicomweb._client import (
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MIN_RATE,
+    DEFAULT_MIN_RATE_WINDOW,
+    DEFAULT_TIMEOUT,
+    AsyncDicomWebClient,
+)
+from aiodicomweb._delete import DeleteStrategy
 from aiodicomweb._exceptions import ClientClosedError
-from aiodicomweb._parts import MultipartStream, Part
+from aiodicomweb._inflate import DEFAULT_LIMITS
+from aiodicomweb._multipart_stream import DEFAULT_MAX_PARTS, MultipartStream, Part
+from aiodicomweb._retry import RetryPolicy
 
 __all__ = ["DicomWebClient", "SyncPart"]
 
@@ -112,15 +124,50 @@ class SyncPart:
         return self._portal.call(self._part.read)
 
 
-def _shutdown(portal_cm: AbstractContextManager[BlockingPortal], portal: BlockingPortal,
-              client: AsyncDicomWebClient) -> None:  # fmt: skip
+class _SharedLoop:
+    """One background event loop for every blocking client of the process.
+
+    Started by the first client and stopped when the last one closes, so that a
+    script opening many clients (one adapter per call) runs one thread, not many.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users = 0
+        self._portal_cm: AbstractContextManager[BlockingPortal] | None = None
+        self._portal: BlockingPortal | None = None
+
+    def acquire(self) -> BlockingPortal:
+        with self._lock:
+            if self._portal is None:
+                self._portal_cm = start_blocking_portal()
+                self._portal = self._portal_cm.__enter__()
+            self._users += 1
+            return self._portal
+
+    def release(self) -> None:
+        with self._lock:
+            self._users -= 1
+            if self._users or self._portal is None or self._portal_cm is None:
+                return
+            portal, portal_cm = self._portal, self._portal_cm
+            self._portal = self._portal_cm = None
+            try:
+                # A stream a script left suspended would keep the loop (and the exit) waiting.
+                with suppress(RuntimeError):
+                    portal.call(portal.stop, True)
+            finally:
+                portal_cm.__exit__(None, None, None)
+
+
+_LOOP = _SharedLoop()
+
+
+def _shutdown(portal: BlockingPortal, client: AsyncDicomWebClient) -> None:
     try:
         portal.call(client.aclose)
     finally:
-        # A stream a script left suspended would keep the loop (and the exit) waiting.
-        with suppress(RuntimeError):
-            portal.call(portal.stop, True)
-        portal_cm.__exit__(None, None, None)
+        _LOOP.release()
 
 
 _CANCEL_GRACE = 10.0  # seconds a cancelled call may take to clean up
@@ -130,22 +177,76 @@ class DicomWebClient:
     """The blocking client: `AsyncDicomWebClient`'s constructor and methods, blocking.
 
     Use it as a context manager or call `close()`; a client that is never closed
-    is closed when it is garbage collected or at interpreter exit. Progress
-    callbacks run in the client's background thread.
+    is closed when it is garbage collected or at interpreter exit. Every blocking
+    client of the process shares one background thread and event loop, in which
+    progress callbacks run. The arguments are those of `AsyncDicomWebClient`.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        portal_cm = start_blocking_portal()
-        portal = portal_cm.__enter__()
+    def __init__(
+        self,
+        url: str,
+        *,
+        qido_url_prefix: str | None = None,
+        wado_url_prefix: str | None = None,
+        stow_url_prefix: str | None = None,
+        delete_url_prefix: str | None = None,
+        auth: httpx.Auth | tuple[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float | httpx.Timeout | None = DEFAULT_TIMEOUT,
+        retry: RetryPolicy | None = RetryPolicy(),  # noqa: B008 - frozen value object
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        http2: bool = False,
+        verify: Any = True,
+        cert: Any = None,
+        proxy: str | httpx.Proxy | None = None,
+        cookies: httpx.Cookies | CookieJar | dict[str, str] | None = None,
+        trust_env: bool = True,
+        delete_strategy: DeleteStrategy = "dicomweb",
+        orthanc_url: str | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        chunk_size: int = 1 << 20,
+        max_decoded_size: int = DEFAULT_LIMITS.max_decoded_size,
+        max_expansion_ratio: float = DEFAULT_LIMITS.max_expansion_ratio,
+        min_rate: float | None = DEFAULT_MIN_RATE,
+        min_rate_window: float = DEFAULT_MIN_RATE_WINDOW,
+        max_parts: int = DEFAULT_MAX_PARTS,
+    ) -> None:
+        portal = _LOOP.acquire()
         try:
-            client = AsyncDicomWebClient(*args, **kwargs)
+            client = AsyncDicomWebClient(
+                url,
+                qido_url_prefix=qido_url_prefix,
+                wado_url_prefix=wado_url_prefix,
+                stow_url_prefix=stow_url_prefix,
+                delete_url_prefix=delete_url_prefix,
+                auth=auth,
+                headers=headers,
+                timeout=timeout,
+                retry=retry,
+                max_connections=max_connections,
+                http2=http2,
+                verify=verify,
+                cert=cert,
+                proxy=proxy,
+                cookies=cookies,
+                trust_env=trust_env,
+                delete_strategy=delete_strategy,
+                orthanc_url=orthanc_url,
+                transport=transport,
+                chunk_size=chunk_size,
+                max_decoded_size=max_decoded_size,
+                max_expansion_ratio=max_expansion_ratio,
+                min_rate=min_rate,
+                min_rate_window=min_rate_window,
+                max_parts=max_parts,
+            )
         except BaseException:
-            portal_cm.__exit__(None, None, None)
+            _LOOP.release()
             raise
         self._portal = portal
         self._client = client
         # Holds no reference to self, so an abandoned client can be collected.
-        self._finalizer = weakref.finalize(self, _shutdown, portal_cm, portal, client)
+        self._finalizer = weakref.finalize(self, _shutdown, portal, client)
 
     def __repr__(self) -> str:
         return repr(self._client).replace("AsyncDicomWebClient", "DicomWebClient", 1)
@@ -157,7 +258,7 @@ class DicomWebClient:
         self.close()
 
     def close(self) -> None:
-        """Close every connection and stop the background thread (idempotent)."""
+        """Close every connection (idempotent); the last open client stops the shared thread."""
         self._finalizer()
 
     @property
@@ -218,6 +319,7 @@ class DicomWebClient:
     search_instances = _blocking(AsyncDicomWebClient.search_instances)
     search_pages = _blocking_iterator(AsyncDicomWebClient.search_pages)
     find_study_uid = _blocking(AsyncDicomWebClient.find_study_uid)
+    list_series = _blocking(AsyncDicomWebClient.list_series)
     list_series_uids = _blocking(AsyncDicomWebClient.list_series_uids)
     list_instance_uids = _blocking(AsyncDicomWebClient.list_instance_uids)
     stream_study = _blocking_stream(AsyncDicomWebClient.stream_study)
@@ -240,8 +342,3 @@ class DicomWebClient:
     delete_study = _blocking(AsyncDicomWebClient.delete_study)
     delete_series = _blocking(AsyncDicomWebClient.delete_series)
     delete_instance = _blocking(AsyncDicomWebClient.delete_instance)
-
-
-# Same signature and documentation as the async constructor, for help() and the
-# signature test; the arguments are passed through untouched.
-functools.update_wrapper(DicomWebClient.__init__, AsyncDicomWebClient.__init__)

@@ -1,4 +1,4 @@
-"""Pure URL and query building for QIDO/WADO/STOW/DELETE, and UID validation."""
+"""Pure URL and query building for QIDO/WADO/STOW/DELETE."""
 
 from __future__ import annotations
 
@@ -8,59 +8,24 @@ from collections.abc import Iterable, Mapping
 from typing import Literal
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from aiodicomweb._exceptions import DicomWebUsageError, InvalidUIDError, UnexpectedResponseError
+from aiodicomweb._exceptions import DicomWebUsageError
+from aiodicomweb._validate import validate_uid
 
 __all__ = [
     "Level",
     "build_query",
-    "is_valid_uid",
     "qido_path",
     "redact_url",
+    "rendered_query",
     "resource_path",
-    "server_uid",
-    "validate_uid",
 ]
 
 Level = Literal["studies", "series", "instances"]
 
-# Digits and dots, no empty component. Leading zeros inside a component are
-# invalid per PS3.5 9.1 but occur in the wild; they are harmless as path names.
-_UID_RE = re.compile(r"[0-9]+(?:\.[0-9]+)*")
-_UID_MAX = 64
 _TAG_RE = re.compile(r"\(?([0-9A-Fa-f]{4}),?([0-9A-Fa-f]{4})\)?")
 # Orthanc 1.10 / DICOMweb 1.7 does not percent-decode query values, so characters
 # that are legal in a URI query stay literal; only delimiters and space are encoded.
 _QUERY_SAFE = "^*?-._~,:/@!$'()"
-
-
-def is_valid_uid(value: object) -> bool:
-    """Whether `value` is a DICOM UID: digits and dots, 1 to 64 characters."""
-    return isinstance(value, str) and len(value) <= _UID_MAX and bool(_UID_RE.fullmatch(value))
-
-
-def validate_uid(value: object, what: str = "UID") -> str:
-    """Return `value` if it is a valid UID supplied by the caller.
-
-    Raises:
-        InvalidUIDError: `value` is not a valid UID (also a ValueError).
-    """
-    if not is_valid_uid(value):
-        raise InvalidUIDError(f"invalid {what}: {value!r} (expected digits and dots, <= 64 chars)")
-    assert isinstance(value, str)
-    return value
-
-
-def server_uid(value: object, what: str) -> str:
-    """Return a UID that came from a server, refusing anything unsafe as a path.
-
-    Raises:
-        UnexpectedResponseError: the server sent something that is not a UID.
-    """
-    if not is_valid_uid(value):
-        shown = repr(value)[:80]
-        raise UnexpectedResponseError(f"server returned an invalid {what}: {shown}")
-    assert isinstance(value, str)
-    return value
 
 
 def resource_path(
@@ -182,6 +147,20 @@ def build_query(
                 raise DicomWebUsageError(f"{name} must be a non-negative integer: {number!r}")
             pairs.append((name, str(number)))
     return "&".join(f"{name}={quote(value, safe=_QUERY_SAFE)}" for name, value in pairs)
+
+
+def rendered_query(
+    viewport: tuple[int, int] | None, window: tuple[object, ...] | None, quality: int | None
+) -> str:
+    """The query of a rendered or thumbnail request ("" when there is none)."""
+    params = [
+        (name, ",".join(quote(str(v), safe="") for v in value))
+        for name, value in (("viewport", viewport), ("window", window))
+        if value is not None
+    ]
+    if quality is not None:
+        params.append(("quality", str(int(quality))))
+    return "&".join(f"{name}={value}" for name, value in params)
 
 
 def redact_url(url: str) -> str:

@@ -1,18 +1,29 @@
-"""Validators for what callers hand in, raising `DicomWebUsageError` before any request."""
+"""Validators: what callers hand in (refused before any request) and UIDs servers send."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
 
-from aiodicomweb._exceptions import DicomWebUsageError
+from aiodicomweb._exceptions import DicomWebUsageError, InvalidUIDError, UnexpectedResponseError
 
-__all__ = ["checked_headers", "header_value", "positive_integer"]
+__all__ = [
+    "checked_headers",
+    "header_value",
+    "is_valid_uid",
+    "positive_integer",
+    "server_uid",
+    "validate_uid",
+]
 
 # RFC 9110 field names (tokens) and values: no control character but tab, so
 # nothing a value holds can end the line it is written on.
 _TOKEN = re.compile(r"[-!#$%&'*+.^_`|~0-9A-Za-z]+")
 _VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
+# Digits and dots, no empty component. Leading zeros inside a component are
+# invalid per PS3.5 9.1 but occur in the wild; they are harmless as path names.
+_UID_RE = re.compile(r"[0-9]+(?:\.[0-9]+)*")
+_UID_MAX = 64
 
 
 def header_value(name: str, value: str) -> str:
@@ -31,14 +42,15 @@ def header_value(name: str, value: str) -> str:
     return value
 
 
-def positive_integer(name: str, value: object) -> int:
-    """`value` when it is an int of at least 1 (not a bool).
+def positive_integer(name: str, value: object, *, minimum: int = 1) -> int:
+    """`value` when it is an int (not a bool) of at least `minimum`.
 
     Raises:
         DicomWebUsageError: anything else, naming `name`.
     """
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise DicomWebUsageError(f"{name} must be a positive integer: {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        wanted = "a positive integer" if minimum == 1 else f"an integer of at least {minimum}"
+        raise DicomWebUsageError(f"{name} must be {wanted}: {value!r}")
     return value
 
 
@@ -49,3 +61,33 @@ def checked_headers(headers: Mapping[str, str] | None) -> Mapping[str, str] | No
             raise DicomWebUsageError(f"not a valid header name: {name!r}")
         header_value(name, value)
     return headers
+
+
+def is_valid_uid(value: object) -> bool:
+    """Whether `value` is a DICOM UID: digits and dots, 1 to 64 characters."""
+    return isinstance(value, str) and len(value) <= _UID_MAX and bool(_UID_RE.fullmatch(value))
+
+
+def validate_uid(value: object, what: str = "UID") -> str:
+    """Return `value` if it is a valid UID supplied by the caller.
+
+    Raises:
+        InvalidUIDError: `value` is not a valid UID (also a ValueError).
+    """
+    if not is_valid_uid(value):
+        raise InvalidUIDError(f"invalid {what}: {value!r} (expected digits and dots, <= 64 chars)")
+    assert isinstance(value, str)
+    return value
+
+
+def server_uid(value: object, what: str) -> str:
+    """Return a UID that came from a server, refusing anything unsafe as a path.
+
+    Raises:
+        UnexpectedResponseError: the server sent something that is not a UID.
+    """
+    if not is_valid_uid(value):
+        shown = repr(value)[:80]
+        raise UnexpectedResponseError(f"server returned an invalid {what}: {shown}")
+    assert isinstance(value, str)
+    return value

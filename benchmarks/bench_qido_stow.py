@@ -40,7 +40,7 @@ from _common import (
 )
 
 from aiodicomweb import AsyncDicomWebClient
-from aiodicomweb._client import _loads
+from aiodicomweb._dicom_json import loads
 from aiodicomweb._multipart import MultipartEncoder
 from tests.support.corpus import delete_study
 from tests.support.dicomgen import generate_series
@@ -125,7 +125,7 @@ def decode_ms(body: bytes, runs: int = 21) -> float:
     times = []
     for _ in range(runs):
         started = time.perf_counter()
-        decoded = _loads(body)
+        decoded = loads(body)
         times.append((time.perf_counter() - started) * 1000)
         del decoded  # freed outside the timing, as a caller would keep it a while
     return statistics.median(times)

@@ -1,4 +1,8 @@
-"""Fixtures: real Orthanc servers on loopback and the generated test corpus."""
+"""Fixtures: real Orthanc servers on loopback and the generated test corpus.
+
+Every test that needs Orthanc or its nginx TLS front is marked `orthanc`, so that
+`pytest -m "not orthanc"` is the fast unit run that starts neither.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +24,35 @@ pytest_plugins = ["tests.support.matrix"]  # `wire`: the error tables on every p
 
 AUTH_USER = "radiologist"
 AUTH_PASSWORD = "s3cret-Pa55word"
+
+# The fixtures below that start an Orthanc or an nginx TLS front. The `wire` fixture
+# (tests/support/matrix.py) starts neither: its servers, https included, run in-process.
+SERVER_FIXTURES = frozenset(
+    {
+        "orthanc",
+        "orthanc_auth",
+        "corpus",
+        "corpus_auth",
+        "orthanc_https",
+        "https_wrong_host",
+        "https_self_signed",
+        "https_mtls",
+    }
+)
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Marks `orthanc` each test that takes a server fixture, directly or through another."""
+    for item in items:
+        if SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.orthanc)
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    """Each anyio test runs on asyncio and on trio, unless its module overrides this."""
+    return str(request.param)
 
 
 def _start(server: OrthancServer) -> OrthancServer:

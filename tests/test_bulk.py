@@ -23,7 +23,7 @@ from aiodicomweb import (
     DicomWebUsageError,
     MultipartError,
 )
-from aiodicomweb._bulk import BulkTransport
+from aiodicomweb._wire import WireTransport
 from tests.support.orthanc import free_port
 from tests.support.rawserver import raw_server
 
@@ -33,11 +33,6 @@ BOUNDARY = "bulk-boundary"
 CONTENT_TYPE = f'multipart/related; type="application/dicom"; boundary={BOUNDARY}'
 BODIES = [b"first instance " * 100, b"", b"third \r\n--bulk-bound instance" * 50]
 STUDY, SERIES = "1.2.3", "1.2.3.4"
-
-
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
 
 
 def multipart() -> bytes:
@@ -134,7 +129,7 @@ async def test_only_gets_take_the_fast_path():
         seen.append(f"{request.method} {request.url}")
         return httpx.Response(200, json=[])
 
-    transport = BulkTransport(httpx.MockTransport(handler), ssl.create_default_context)
+    transport = WireTransport(httpx.MockTransport(handler), ssl.create_default_context)
     async with httpx.AsyncClient(transport=transport) as client:
         await client.post("http://pacs.test/stow")  # not a GET: httpx's own transport
         await client.delete("https://pacs.test/studies/1")
@@ -269,7 +264,7 @@ async def test_small_bodies_cut_short_fail_and_give_their_connection_slot_back_o
             for _ in range(5):
                 with pytest.raises(DicomWebTransportError, match="before the end of the body"):
                     await client.search_studies()
-            wire = client._transport.direct.wire
+            wire = client._session.requester.direct.wire
             assert wire._slots is not None and wire._slots.value == 2  # no leak, no double release
 
 
@@ -301,7 +296,7 @@ async def test_a_header_value_with_a_line_break_is_refused_before_any_request():
     with raw_server(answer("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n", b""), heads=heads) as url:
         with pytest.raises(DicomWebUsageError, match="X-Site"):
             AsyncDicomWebClient(url, retry=None, headers={"X-Site": "north\r\nX-Evil: 1"})
-        transport = BulkTransport(httpx.MockTransport(lambda r: httpx.Response(500)), no_tls)
+        transport = WireTransport(httpx.MockTransport(lambda r: httpx.Response(500)), no_tls)
         origin = ("http", "127.0.0.1", int(url.split(":")[2].split("/")[0]))
         for name, value in [(b"X-Site", b"north\r\nX-Evil: 1"), (b"X Site", b"1")]:
             with pytest.raises(httpx.LocalProtocolError):  # the fast path checks again

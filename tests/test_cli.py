@@ -14,8 +14,9 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from aiodicomweb import DicomWebHTTPError, DicomWebTransportError, InvalidUIDError, cli
-from aiodicomweb._progress import (
+from aiodicomweb import DicomWebHTTPError, DicomWebTransportError, InvalidUIDError
+from aiodicomweb.cli import commands as cli
+from aiodicomweb.cli.display import (
     MB,
     Progress,
     Snapshot,

@@ -30,11 +30,6 @@ pytestmark = pytest.mark.anyio
 ALPHA, ALPHA_MR, BETA_MULTIFRAME, BETA_RLE, BETA_DEFLATED = TEST_CORPUS
 
 
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
 @pytest.fixture
 async def client(orthanc: OrthancServer, corpus: Corpus) -> AsyncIterator[AsyncDicomWebClient]:
     async with AsyncDicomWebClient(orthanc.dicomweb_url) as client:

@@ -28,13 +28,8 @@ pytestmark = pytest.mark.anyio
 JSON_HEAD = "HTTP/1.1 200 OK\r\nContent-Type: application/dicom+json\r\nConnection: close\r\n"
 
 
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
 def direct_of(client: AsyncDicomWebClient) -> DirectGets:
-    direct = client._transport.direct
+    direct = client._session.requester.direct
     assert direct is not None
     return direct
 
@@ -53,7 +48,7 @@ def json_server(path: str) -> Callable[[socket.socket], None]:
 def through_httpx(client: AsyncDicomWebClient) -> list[str]:
     """Record the URLs that httpx's client sends from now on."""
     sent: list[str] = []
-    http = client._transport.http
+    http = client._session.requester.http
     original = http.send
 
     async def send(request: httpx.Request, **options: Any) -> httpx.Response:
@@ -159,7 +154,7 @@ async def test_direct_request_head_equals_httpx_request_head(options: dict[str, 
             sent = through_httpx(client)
             assert await client.search_studies(match, include_fields=["StudyDescription"]) == []
             assert sent == []  # went direct
-            client._transport.direct = None  # the same call, through httpx's client
+            client._session.requester.direct = None  # the same call, through httpx's client
             assert await client.search_studies(match, include_fields=["StudyDescription"]) == []
             assert len(sent) == 1
     direct_head, httpx_head = heads
@@ -195,7 +190,7 @@ async def test_cookies_a_server_sets_are_kept_and_sent_back() -> None:
         async with AsyncDicomWebClient(url, retry=None) as client:
             sent = through_httpx(client)
             await client.search_studies()
-            assert client._transport.http.cookies.get("route") == "node-2"
+            assert client._session.requester.http.cookies.get("route") == "node-2"
             await client.search_studies()
     assert len(sent) == 1  # the second request: httpx sends the cookie
     assert b"cookie: route=node-2" not in heads[0].lower()
@@ -236,7 +231,7 @@ async def test_event_hooks_see_every_request() -> None:
 
     with raw_server(json_server) as url:
         async with AsyncDicomWebClient(url, retry=None) as client:
-            client._transport.http.event_hooks["request"].append(hook)
+            client._session.requester.http.event_hooks["request"].append(hook)
             await client.search_studies()
     assert seen == ["/dicom-web/studies"]
 
@@ -283,7 +278,7 @@ async def test_searches_and_metadata_go_direct_against_orthanc(orthanc_auth, cor
         instances = await client.search_instances(study, series)
         metadata = await client.retrieve_series_metadata(study, series)
         assert sent == []
-        client._transport.direct = None
+        client._session.requester.direct = None
         assert await client.search_studies({"StudyInstanceUID": study}) == studies
         assert await client.search_instances(study, series) == instances
         assert await client.retrieve_series_metadata(study, series) == metadata

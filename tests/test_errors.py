@@ -53,11 +53,6 @@ TokenSource = Callable[[], "str | Awaitable[str]"]
 Operation = Callable[[AsyncDicomWebClient, Path], Awaitable[object]]
 
 
-@pytest.fixture(params=[pytest.param("asyncio", id="asyncio"), pytest.param("trio", id="trio")])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     parametrize_wire(metafunc)  # tests on the wire: the matrix's backend and path pairs
 

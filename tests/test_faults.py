@@ -55,6 +55,7 @@ SERIES_PATH = f"/dicom-web/studies/{SPEC.study_uid}/series/{SPEC.series_uid}"
 
 @pytest.fixture
 def anyio_backend() -> str:
+    """Slow Orthanc and socket faults: asyncio only, not conftest's asyncio and trio."""
     return "asyncio"
 
 
@@ -222,6 +223,7 @@ def doomed_orthanc() -> Iterator[tuple[OrthancServer, list[SeriesSpec], dict[str
         server.stop()
 
 
+@pytest.mark.orthanc  # `doomed_orthanc` starts its own Orthanc
 async def test_orthanc_killed_mid_study_then_restarted(doomed_orthanc, tmp_path):
     server, specs, generated = doomed_orthanc
     dest = tmp_path / "study"

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from aiodicomweb._client import _GC_PAUSE_BYTES, _loads
+from aiodicomweb._dicom_json import _GC_PAUSE_BYTES, loads
 
 LISTING = json.dumps(
     [{"00080018": {"vr": "UI", "Value": [f"1.2.826.0.1.{i}"]}} for i in range(5000)]
@@ -16,17 +16,17 @@ LISTING = json.dumps(
 
 def test_a_large_answer_decodes_as_json_loads_and_the_collector_is_back_on() -> None:
     assert len(LISTING) > _GC_PAUSE_BYTES and gc.isenabled()
-    assert _loads(LISTING) == json.loads(LISTING)
+    assert loads(LISTING) == json.loads(LISTING)
     assert gc.isenabled()
     with pytest.raises(ValueError):
-        _loads(LISTING[:-1])
+        loads(LISTING[:-1])
     assert gc.isenabled()
 
 
 def test_a_collector_the_application_turned_off_stays_off() -> None:
     gc.disable()
     try:
-        assert _loads(LISTING) == json.loads(LISTING)
+        assert loads(LISTING) == json.loads(LISTING)
         assert not gc.isenabled()
     finally:
         gc.enable()

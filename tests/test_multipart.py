@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 from requests_toolbelt.multipart.decoder import MultipartDecoder
 
 from aiodicomweb._exceptions import DicomWebError, DicomWebUsageError, MultipartError
+from aiodicomweb._media import ContentType, parse_content_type
 from aiodicomweb._multipart import (
-    ContentType,
     MultipartEncoder,
     MultipartParser,
     PartData,
@@ -30,7 +30,6 @@ from aiodicomweb._multipart import (
     encode_multipart,
     multipart_boundary,
     new_boundary,
-    parse_content_type,
 )
 from tests.support.corpus import Corpus
 from tests.support.dicomgen import TEST_CORPUS

@@ -46,6 +46,7 @@ EMPTY_SEARCH = httpx.Response(200, json=[])
 
 @pytest.fixture
 def anyio_backend() -> str:
+    """Hostile values and servers: asyncio only, not conftest's asyncio and trio."""
     return "asyncio"
 
 
@@ -333,7 +334,7 @@ async def test_a_long_destination_name_downloads_and_a_too_long_one_is_named(
 def test_a_parent_made_by_another_download_at_the_same_moment_is_shared(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from aiodicomweb import _download
+    from aiodicomweb import _bulk_download
 
     study = tmp_path / "study"
     real_mkdir = os.mkdir
@@ -344,17 +345,17 @@ def test_a_parent_made_by_another_download_at_the_same_moment_is_shared(
         real_mkdir(path, *args)
 
     monkeypatch.setattr(os, "mkdir", raced_mkdir)
-    with _download.parent_created(study / "series-a", create=True):
+    with _bulk_download.parent_created(study / "series-a", create=True):
         pass
     assert study.is_dir()
 
 
 def test_a_failing_download_never_removes_a_parent_another_one_uses(tmp_path: Path) -> None:
-    from aiodicomweb import _download
+    from aiodicomweb import _bulk_download
 
     study = tmp_path / "study"
-    first = _download.parent_created(study / "series-a", create=True)
-    second = _download.parent_created(study / "series-b", create=True)
+    first = _bulk_download.parent_created(study / "series-a", create=True)
+    second = _bulk_download.parent_created(study / "series-b", create=True)
     first.__enter__()  # makes the study folder
     second.__enter__()  # finds it there
     failure = RuntimeError("series a failed")
@@ -364,7 +365,7 @@ def test_a_failing_download_never_removes_a_parent_another_one_uses(tmp_path: Pa
     second.__exit__(None, None, None)
     assert study.is_dir()
     with pytest.raises(RuntimeError):
-        with _download.parent_created(tmp_path / "other" / "series", create=True):
+        with _bulk_download.parent_created(tmp_path / "other" / "series", create=True):
             raise RuntimeError("the only user failed")
     assert not (tmp_path / "other").exists()  # made for it, empty, removed
 

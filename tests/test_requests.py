@@ -28,6 +28,7 @@ OCTETS = f"multipart/related; type=application/octet-stream; boundary={BOUNDARY}
 
 @pytest.fixture
 def anyio_backend() -> str:
+    """Request shapes, not the event loop: asyncio only, not conftest's asyncio and trio."""
     return "asyncio"
 
 

@@ -43,11 +43,6 @@ NOW = datetime.datetime(2024, 5, 1, 12, 0, 0, tzinfo=datetime.timezone.utc)
 Answer = Callable[[httpx.Request], httpx.Response]
 
 
-@pytest.fixture(params=[pytest.param("asyncio", id="asyncio"), pytest.param("trio", id="trio")])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     parametrize_wire(metafunc)  # tests on the wire: the matrix's backend and path pairs
 

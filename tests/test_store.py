@@ -11,7 +11,7 @@ import pydicom
 import pytest
 
 from aiodicomweb import AsyncDicomWebClient, DicomWebUsageError
-from aiodicomweb._store import _batch_target
+from aiodicomweb._bulk_store import _batch_target
 from tests.support.corpus import delete_study, orthanc_id, stored_bytes
 from tests.support.dicomgen import SeriesSpec, generate_series
 from tests.support.orthanc import OrthancServer
@@ -21,6 +21,7 @@ pytestmark = pytest.mark.anyio
 
 @pytest.fixture
 def anyio_backend() -> str:
+    """STOW against one Orthanc: asyncio only, not conftest's asyncio and trio."""
     return "asyncio"
 
 

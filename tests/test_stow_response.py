@@ -1,4 +1,4 @@
-"""Tests of the STOW-RS response model (aiodicomweb._stow): pure, bytes in, values out."""
+"""Tests of the STOW-RS response model (aiodicomweb._stow_response): pure, bytes in, values out."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from aiodicomweb._exceptions import UnexpectedResponseError
-from aiodicomweb._stow import (
+from aiodicomweb._stow_response import (
     FailedInstance,
     StoredInstance,
     StoreResult,

@@ -16,14 +16,8 @@ from aiodicomweb._exceptions import (
     InvalidUIDError,
     UnexpectedResponseError,
 )
-from aiodicomweb._urls import (
-    build_query,
-    is_valid_uid,
-    qido_path,
-    redact_url,
-    server_uid,
-    validate_uid,
-)
+from aiodicomweb._urls import build_query, qido_path, redact_url
+from aiodicomweb._validate import is_valid_uid, server_uid, validate_uid
 
 STUDY = "1.2.840.113619.2.55.3.604688119.969.1268071029.320"
 SERIES = "1.2.840.113619.2.55.3.604688119.969.1268071029.321"

@@ -28,18 +28,13 @@ from aiodicomweb import (
     DicomWebUsageError,
     MissingDependencyError,
 )
-from aiodicomweb._bulk import BulkTransport, _ResponseParser
+from aiodicomweb._wire import WireTransport, _ResponseParser
 from tests.support.rawserver import raw_server, reset
 
 pytestmark = pytest.mark.anyio
 
 JSON_HEAD = "HTTP/1.1 200 OK\r\nContent-Type: application/dicom+json\r\n"
 STUDY = '[{"0020000D": {"vr": "UI", "Value": ["1.2.3"]}}]'
-
-
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
 
 
 def answer(data: bytes, hold: bool = False):
@@ -155,7 +150,7 @@ async def test_answers_h11_accepts_are_read(data: bytes) -> None:
 
 async def test_an_obs_folded_header_is_joined_with_a_space_as_h11_does() -> None:
     data = JSON_HEAD + 'Warning: 299 pacs\r\n "more results"\r\nContent-Length: 2\r\n\r\n[]'
-    transport = BulkTransport(httpx.MockTransport(lambda request: httpx.Response(500)), no_tls)
+    transport = WireTransport(httpx.MockTransport(lambda request: httpx.Response(500)), no_tls)
     with raw_server(answer(data.encode())) as url:
         async with httpx.AsyncClient(transport=transport) as client:
             response = await client.get(url + "/studies")

@@ -20,10 +20,11 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import anyio
 
+from aiodicomweb._bulk_files import write_part
 from aiodicomweb._exceptions import (
     DicomWebHTTPError,
     DicomWebServerError,
@@ -33,14 +34,12 @@ from aiodicomweb._exceptions import (
     MultipartUnsupportedError,
     UnexpectedResponseError,
 )
-from aiodicomweb._files import write_part
+from aiodicomweb._part10 import header_uids
 from aiodicomweb._retry import retrying
+from aiodicomweb._session import Session
 from aiodicomweb._tasks import task_group
-from aiodicomweb._urls import resource_path, server_uid, validate_uid
-from aiodicomweb._validate import positive_integer
-
-if TYPE_CHECKING:
-    from aiodicomweb._client import AsyncDicomWebClient
+from aiodicomweb._urls import resource_path
+from aiodicomweb._validate import positive_integer, server_uid, validate_uid
 
 __all__ = [
     "DownloadProgress",
@@ -54,8 +53,6 @@ __all__ = [
 logger = logging.getLogger("aiodicomweb")
 Strategy = Literal["multipart", "per_instance"]
 STRATEGIES = ("multipart", "per_instance")
-SOP_INSTANCE_UID = "00080018"
-SERIES_INSTANCE_UID = "0020000E"
 # Statuses with which servers refuse a multipart series retrieve.
 _MULTIPART_REFUSALS = (400, 406, 415, 501)
 
@@ -134,16 +131,24 @@ class _Tally:
     bytes: int = 0
     per_series: dict[str, list[int]] = field(default_factory=dict)
 
-    def add(self, series_uid: str, size: int, expected: int | None, done: bool = False) -> None:
+    def add(self, series_uid: str, size: int, expected: int | None) -> None:
+        """One more instance of `size` bytes written."""
         counts = self.per_series.setdefault(series_uid, [0, 0])
-        if size >= 0:
-            counts[0] += 1
-            counts[1] += size
-            self.instances += 1
-            self.bytes += size
+        counts[0] += 1
+        counts[1] += size
+        self.instances += 1
+        self.bytes += size
+        self._report(series_uid, expected, done=False)
+
+    def series_done(self, series_uid: str, instances: int) -> None:
+        self.per_series.setdefault(series_uid, [0, 0])
+        self._report(series_uid, instances, done=True)
+
+    def _report(self, series_uid: str, expected: int | None, done: bool) -> None:
         if self.callback is not None:
+            instances, size = self.per_series[series_uid]
             self.callback(
-                DownloadProgress(series_uid, counts[0], counts[1], expected,
+                DownloadProgress(series_uid, instances, size, expected,
                                  self.instances, self.bytes, done)
             )  # fmt: skip
 
@@ -256,7 +261,7 @@ class _StreamBroken(Exception):  # noqa: N818 - internal signal, never escapes
 class _SeriesJob:
     """One series into one folder, by either strategy; retries per whole unit."""
 
-    client: AsyncDicomWebClient
+    session: Session
     study_uid: str
     series_uid: str
     folder: Path
@@ -277,13 +282,13 @@ class _SeriesJob:
                 result = await self.per_instance()
         else:
             result = await self.per_instance()
-        self.tally.add(self.series_uid, -1, result.instances, done=True)
+        self.tally.series_done(self.series_uid, result.instances)
         return result
 
     async def multipart(self) -> SeriesResult:
         """One WADO-RS request; a stream that breaks midway is resumed per instance."""
         try:
-            files = await retrying(self.client.retry, self._multipart_attempt)
+            files = await retrying(self.session.retry, self._multipart_attempt)
         except _StreamBroken as broken:
             files = await self.resume(broken)
         except (DicomWebHTTPError, UnexpectedResponseError) as error:
@@ -298,7 +303,7 @@ class _SeriesJob:
         files: list[Path] = []
         resource = resource_path(self.study_uid, self.series_uid)
         try:
-            async with self.client._open_parts(
+            async with self.session.open_parts(
                 resource, self.transfer_syntax, retry=False
             ) as parts:
                 async for part in parts:
@@ -307,7 +312,7 @@ class _SeriesJob:
                     files.append(path)
                     self.tally.add(self.series_uid, size, None)
         except (MultipartError, DicomWebTransportError) as error:
-            policy = self.client.retry
+            policy = self.session.retry
             if files and policy is not None and policy.should_retry(error):
                 raise _StreamBroken(error, files) from error
             raise
@@ -322,7 +327,7 @@ class _SeriesJob:
         received = broken.files
         (self.folder / _file_name(len(received))).unlink(missing_ok=True)  # the cut-off part
         arrived = [await anyio.to_thread.run_sync(_sop_instance_uid, path) for path in received]
-        listed = await list_instance_uids(self.client, self.study_uid, self.series_uid)
+        listed = await self.session.list_instance_uids(self.study_uid, self.series_uid)
         whole = set(arrived)
         if whole - set(listed) or len(whole) != len(arrived):
             raise UnexpectedResponseError(
@@ -339,7 +344,7 @@ class _SeriesJob:
 
     async def per_instance(self) -> SeriesResult:
         """QIDO lists the instances; each is fetched alone, in QIDO order."""
-        uids = await list_instance_uids(self.client, self.study_uid, self.series_uid)
+        uids = await self.session.list_instance_uids(self.study_uid, self.series_uid)
         if not uids:
             raise UnexpectedResponseError(f"series {self.series_uid}: QIDO lists no instances")
         return self._result(await self.fetch(uids, start=0, expected=len(uids)))
@@ -351,7 +356,7 @@ class _SeriesJob:
 
         async def one(sop_uid: str, path: Path) -> None:
             async with limiter:
-                size = await retrying(self.client.retry, lambda: self._instance(sop_uid, path))
+                size = await retrying(self.session.retry, lambda: self._instance(sop_uid, path))
                 self.tally.add(self.series_uid, size, expected)
 
         async with task_group() as group:
@@ -363,7 +368,7 @@ class _SeriesJob:
         """One whole instance to `path` (one retryable unit); returns its size."""
         resource = resource_path(self.study_uid, self.series_uid, sop_uid)
         count = size = 0
-        async with self.client._open_parts(resource, self.transfer_syntax, retry=False) as parts:
+        async with self.session.open_parts(resource, self.transfer_syntax, retry=False) as parts:
             async for part in parts:
                 count += 1
                 if count > 1:
@@ -394,40 +399,20 @@ def _refusal(error: DicomWebHTTPError | UnexpectedResponseError) -> Exception:
 
 
 def _sop_instance_uid(path: Path) -> str:
-    import pydicom  # only needed to resume a broken stream
-
+    """The SOP Instance UID in a received file's header, checked as a server's UID."""
     try:
-        uid = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPInstanceUID"])
-        return server_uid(str(uid.SOPInstanceUID), "SOPInstanceUID")
-    except OSError:
-        raise  # our own disk
-    except Exception as error:  # pydicom raises many types; these are the server's bytes
+        _, uid = header_uids(path)
+    except ValueError as error:  # the server's bytes; an OSError is our own disk
         raise UnexpectedResponseError(
-            f"{path.name}: no readable SOPInstanceUID ({type(error).__name__}: {error})"
+            f"{path.name}: no readable SOPInstanceUID ({error})"
         ) from None
+    return server_uid(uid, "SOPInstanceUID")
 
 
 def _empty(folder: Path) -> None:
     """Remove what a failed attempt left, so a retry starts from a clean folder."""
     for entry in folder.iterdir():
         entry.unlink()
-
-
-async def list_instance_uids(
-    client: AsyncDicomWebClient, study_uid: str, series_uid: str
-) -> list[str]:
-    """SOP Instance UIDs of a series in QIDO order, each checked as a safe path name."""
-    found = await client.search_instances(study_uid, series_uid, include_fields=[SOP_INSTANCE_UID])
-    uids = [server_uid(first_value(ds, SOP_INSTANCE_UID), "SOPInstanceUID") for ds in found]
-    if len(set(uids)) != len(uids):
-        raise UnexpectedResponseError(f"series {series_uid}: QIDO listed an instance twice")
-    return uids
-
-
-def first_value(dataset: dict[str, object], tag: str) -> object:
-    element = dataset.get(tag)
-    values = element.get("Value") if isinstance(element, dict) else None
-    return values[0] if isinstance(values, list) and values else None
 
 
 def _check_strategy(strategy: str, **concurrencies: int) -> None:
@@ -438,7 +423,7 @@ def _check_strategy(strategy: str, **concurrencies: int) -> None:
 
 
 async def download_series(
-    client: AsyncDicomWebClient,
+    session: Session,
     study_uid: str,
     series_uid: str,
     dest_dir: str | os.PathLike[str],
@@ -459,7 +444,7 @@ async def download_series(
     with parent_created(dest_dir, create_parent):
         dest = check_destination(dest_dir)
         with atomic_directory(dest) as staging:
-            job = _SeriesJob(client, study_uid, series_uid, staging, tally, transfer_syntax,
+            job = _SeriesJob(session, study_uid, series_uid, staging, tally, transfer_syntax,
                              concurrency)  # fmt: skip
             result = await job.run(strategy, fallback)
     files = tuple(dest / f.name for f in result.files)
@@ -467,17 +452,8 @@ async def download_series(
     return DownloadResult(dest, study_uid, (final,), time.perf_counter() - started)
 
 
-async def list_series_uids(client: AsyncDicomWebClient, study_uid: str) -> list[str]:
-    """Series Instance UIDs of a study, each checked as a safe folder name."""
-    found = await client.search_series(study_uid, include_fields=[SERIES_INSTANCE_UID])
-    uids = [server_uid(first_value(ds, SERIES_INSTANCE_UID), "SeriesInstanceUID") for ds in found]
-    if len(set(uids)) != len(uids):
-        raise UnexpectedResponseError(f"study {study_uid}: QIDO listed a series twice")
-    return uids
-
-
 async def download_study(
-    client: AsyncDicomWebClient,
+    session: Session,
     study_uid: str,
     dest_dir: str | os.PathLike[str],
     *,
@@ -495,7 +471,7 @@ async def download_study(
     started = time.perf_counter()
     dest = check_destination(dest_dir)
     if series_uids is None:
-        uids = await list_series_uids(client, study_uid)
+        uids = list(await session.list_series(study_uid))
     else:
         uids = [validate_uid(uid, "SeriesInstanceUID") for uid in series_uids]
         if len(set(uids)) != len(uids):
@@ -511,7 +487,7 @@ async def download_study(
             async with limiter:
                 folder = staging / series_uid
                 os.mkdir(folder)
-                job = _SeriesJob(client, study_uid, series_uid, folder, tally,
+                job = _SeriesJob(session, study_uid, series_uid, folder, tally,
                                  transfer_syntax, concurrency)  # fmt: skip
                 results[series_uid] = await job.run(strategy, fallback)
 

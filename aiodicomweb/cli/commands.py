@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import inspect
 import json
 import logging
 import os
@@ -32,29 +33,33 @@ import httpx
 from aiodicomweb import (
     AsyncDicomWebClient,
     BearerTokenAuth,
+    DeleteUnsupportedError,
     DicomWebError,
-    DicomWebHTTPError,
     DicomWebServerError,
     DicomWebUsageError,
     DownloadProgress,
     FailedInstance,
     RetryPolicy,
     StoreResult,
-    UnexpectedResponseError,
     __version__,
+    check_destination,
+    find_dicom_files,
+    validate_uid,
 )
-from aiodicomweb._download import SERIES_INSTANCE_UID, check_destination, first_value
-from aiodicomweb._progress import (
+from aiodicomweb.cli.display import (
     Progress,
     Terminal,
     format_seconds,
     format_size,
     throughput,
 )
-from aiodicomweb._store import DEFAULT_CONCURRENCY, find_dicom_files
-from aiodicomweb._urls import server_uid, validate_uid
 
 __all__ = ["CliError", "build_parser", "format_table", "main"]
+
+# The library's own default, shown in --help.
+DEFAULT_CONCURRENCY = (
+    inspect.signature(AsyncDicomWebClient.store).parameters["concurrency"].default
+)
 
 logger = logging.getLogger("aiodicomweb")
 
@@ -266,23 +271,6 @@ async def cmd_search(client: AsyncDicomWebClient, args: argparse.Namespace, ui: 
     return EXIT_OK
 
 
-def _count(dataset: dict[str, Any]) -> int | None:
-    text = element_text(dataset, "NumberOfSeriesRelatedInstances")
-    return int(text) if text.isdigit() else None
-
-
-async def _series_counts(client: AsyncDicomWebClient, study_uid: str) -> dict[str, int | None]:
-    """Instances per series of a study, as QIDO reports them (None when it does not)."""
-    found = await client.search_series(
-        study_uid, include_fields=["SeriesInstanceUID", "NumberOfSeriesRelatedInstances"]
-    )
-    counts = {server_uid(first_value(ds, SERIES_INSTANCE_UID), "SeriesInstanceUID"): _count(ds)
-              for ds in found}  # fmt: skip
-    if len(counts) != len(found):
-        raise UnexpectedResponseError(f"study {study_uid}: QIDO listed a series twice")
-    return counts
-
-
 async def _download_plan(
     client: AsyncDicomWebClient, study_uid: str, series: Sequence[str], dest: Path
 ) -> tuple[list[str], int | None]:
@@ -291,7 +279,7 @@ async def _download_plan(
     for uid in series:
         validate_uid(uid, "SeriesInstanceUID")
     check_destination(dest)  # before asking the server anything
-    counts = await _series_counts(client, study_uid)
+    counts = await client.list_series(study_uid)
     if not counts:
         raise CliError(f"study {study_uid} not found on the server")
     selected = list(dict.fromkeys(series)) or list(counts)
@@ -370,17 +358,7 @@ def collect_store_files(
         FileNotFoundError: a path does not exist.
         DicomWebUsageError: `include_regex` is invalid.
     """
-    files: dict[Path, None] = {}
-    unreadable: list[FailedInstance] = []
-    for path in paths:
-        if path.is_dir():
-            found, bad = find_dicom_files(path, include_regex)
-            files.update(dict.fromkeys(found))
-            unreadable += bad
-        elif path.exists():
-            files[path] = None
-        else:
-            raise FileNotFoundError(2, "no such file or folder", str(path))
+    files, unreadable = find_dicom_files(paths, include_regex)
     return [(path, path.stat().st_size) for path in files], unreadable
 
 
@@ -443,9 +421,7 @@ async def cmd_delete(client: AsyncDicomWebClient, args: argparse.Namespace, ui: 
             await client.delete_study(args.study)
         else:
             await client.delete_series(args.study, args.series)
-    except DicomWebHTTPError as error:
-        if error.status != 405 or args.delete_strategy != "dicomweb":
-            raise
+    except DeleteUnsupportedError as error:
         hint = "the server has no DICOMweb DELETE (for Orthanc, add --delete-strategy orthanc)"
         raise CliError(f"{error.method} {error.url}: 405 Method Not Allowed; {hint}") from error
     what = f"study {args.study}" if args.level == "study" else f"series {args.series}"

@@ -31,7 +31,7 @@ import httpx
 
 from aiodicomweb._rate import MinRate, RateWatch
 
-__all__ = ["DEFAULT_PORTS", "READ_SIZE", "BulkTransport"]
+__all__ = ["DEFAULT_PORTS", "READ_SIZE", "WireTransport"]
 
 READ_SIZE = 1 << 20
 MAX_HEAD = 64 * 1024
@@ -49,7 +49,7 @@ _EARLY_CLOSE = "peer closed connection before the end of the body"
 Origin = tuple[str, str, int]  # scheme, host, port
 
 
-class BulkTransport(httpx.AsyncBaseTransport):
+class WireTransport(httpx.AsyncBaseTransport):
     """GETs to http(s) origins on the fast path; everything else to `inner`.
 
     Args:

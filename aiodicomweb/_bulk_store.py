@@ -1,4 +1,4 @@
-"""STOW-RS: what to send (paths, bytes, datasets), in which requests, and what came back.
+"""Storing many instances: what to send (paths, bytes, datasets), in which STOW-RS requests.
 
 Request bodies are streamed from files chunk by chunk; a batch is never held in
 memory. Batches go out a few at a time, since servers such as Orthanc ingest
@@ -7,30 +7,26 @@ concurrent requests in parallel.
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import re
-import sys
-import warnings
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeAlias, cast
+from typing import TYPE_CHECKING, TypeAlias, cast
 
 import anyio
 
 from aiodicomweb._exceptions import DicomWebUsageError
-from aiodicomweb._media import STOW_ACCEPT
-from aiodicomweb._multipart import MultipartEncoder
-from aiodicomweb._stow import FailedInstance, StoreResult, parse_store_response
+from aiodicomweb._part10 import FileKind, classify, dataset_bytes, header_uids, is_dataset
+from aiodicomweb._session import Session
+from aiodicomweb._stow import store_instances, stow_url
+from aiodicomweb._stow_response import FailedInstance, StoreResult
 from aiodicomweb._tasks import task_group
-from aiodicomweb._urls import validate_uid
+from aiodicomweb._validate import positive_integer
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
-
-    from aiodicomweb._client import AsyncDicomWebClient
 
 __all__ = [
     "StoreItem",
@@ -39,6 +35,7 @@ __all__ = [
     "StoreSource",
     "find_dicom_files",
     "store",
+    "store_directory",
 ]
 
 logger = logging.getLogger("aiodicomweb")
@@ -50,10 +47,6 @@ DEFAULT_MAX_INSTANCES = 500
 DEFAULT_CONCURRENCY = 3
 _MIN_BATCH = 4 * 1000 * 1000
 _DEFAULT_BATCH = 16 * 1000 * 1000
-_DICOMDIR_CLASS = b"1.2.840.10008.1.3.10"
-# STOW answers carry the outcome in the body: Orthanc answers 409 (some failed)
-# and 400 (some parts were not DICOM) with a full list of what it stored.
-_STOW_ANSWERS = (200, 202, 400, 409)
 
 
 @dataclass(frozen=True)
@@ -81,46 +74,18 @@ class _Upload:
 
     def identity(self) -> tuple[str | None, str | None]:
         """(SOPClassUID, SOPInstanceUID) read from the instance itself, if readable."""
-        source: Any = io.BytesIO(self.data) if self.data is not None else self.path
-        import pydicom  # imported on demand: it costs 0.3 s, and downloads never need it
-
         try:
-            ds = pydicom.dcmread(source, stop_before_pixels=True, force=True,
-                                 specific_tags=["SOPClassUID", "SOPInstanceUID"])  # fmt: skip
-        except Exception:
+            return header_uids(self.data if self.data is not None else cast(Path, self.path))
+        except (OSError, ValueError):
             return None, None
-        return _text(ds.get("SOPClassUID")), _text(ds.get("SOPInstanceUID"))
-
-
-def _text(value: Any) -> str | None:
-    return str(value) if value else None
-
-
-def _is_dataset(item: object) -> bool:
-    """Whether `item` is a pydicom Dataset, without importing pydicom to find out."""
-    module = sys.modules.get("pydicom.dataset")
-    return module is not None and isinstance(item, module.Dataset)
-
-
-def _dataset_bytes(ds: Dataset) -> bytes:
-    import pydicom
-
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        if int(pydicom.__version__.split(".")[0]) >= 3:
-            pydicom.dcmwrite(buffer, ds, enforce_file_format=True)
-        else:
-            ds.save_as(buffer, write_like_original=False)
-    return buffer.getvalue()
 
 
 def _upload(item: object, number: int) -> _Upload:
     if isinstance(item, (bytes, bytearray, memoryview)):
         data = bytes(item)
         return _Upload(f"<bytes #{number}>", len(data), data=data)
-    if _is_dataset(item):
-        data = _dataset_bytes(cast("Dataset", item))
+    if is_dataset(item):
+        data = dataset_bytes(cast("Dataset", item))
         return _Upload(f"<dataset #{number}>", len(data), data=data)
     if isinstance(item, (str, os.PathLike)):
         path = Path(item)
@@ -132,7 +97,7 @@ def _upload(item: object, number: int) -> _Upload:
 
 async def _uploads(items: StoreSource) -> AsyncIterator[_Upload]:
     """Every instance in `items`, which may be one item or a (async) iterable of them."""
-    if isinstance(items, (str, os.PathLike, bytes, bytearray, memoryview)) or _is_dataset(items):
+    if isinstance(items, (str, os.PathLike, bytes, bytearray, memoryview)) or is_dataset(items):
         yield _upload(items, 0)
         return
     if isinstance(items, AsyncIterable):
@@ -160,32 +125,9 @@ async def _batches(
         yield batch
 
 
-async def _send_batch(
-    client: AsyncDicomWebClient, url: str, batch: list[_Upload], chunk_size: int
-) -> StoreResult:
-    encoder = MultipartEncoder()
-    heads = [encoder.part_head(first=index == 0) for index in range(len(batch))]
-    tail = encoder.close_delimiter()
-    length = sum(map(len, heads)) + sum(u.size for u in batch) + len(tail)
-
-    async def body() -> AsyncIterator[bytes]:
-        for head, upload in zip(heads, batch, strict=True):
-            yield head
-            async for chunk in upload.chunks(chunk_size):
-                yield chunk
-        yield tail
-
-    headers = {"Content-Type": encoder.content_type, "Content-Length": str(length),
-               "Accept": STOW_ACCEPT}  # fmt: skip
-    response = await client._transport.request(
-        "POST", url, headers=headers, content=body, ok=_STOW_ANSWERS
-    )
-    result = parse_store_response(
-        response.status_code, response.headers.get("content-type"), response.content
-    )
-    result = await anyio.to_thread.run_sync(_reconcile, result, batch)
-    warning = response.headers.get("warning")
-    return replace(result, warnings=(*result.warnings, warning)) if warning else result
+async def _send_batch(session: Session, url: str, batch: list[_Upload]) -> StoreResult:
+    result = await store_instances(session, url, batch)
+    return await anyio.to_thread.run_sync(_reconcile, result, batch)
 
 
 def _reconcile(result: StoreResult, batch: list[_Upload]) -> StoreResult:
@@ -252,17 +194,16 @@ def _totals(items: StoreSource) -> tuple[int | None, int | None]:
 def _batch_target(total_bytes: int | None, max_request_size: int, concurrency: int) -> int:
     """Bytes per request: small enough that `concurrency` requests run side by side.
 
-    Orthanc ingests concurrent requests in parallel (59-69 MB/s for one request,
-    117 MB/s for two, 134 MB/s for four, measured here), so one 100 MB request
-    would waste the concurrency. A known total is split into about two requests
-    per worker; an unknown one goes in requests of `_DEFAULT_BATCH`.
+    Servers such as Orthanc ingest concurrent requests in parallel, so one huge
+    request would waste the concurrency. A known total is split into about two
+    requests per worker; an unknown one goes in requests of `_DEFAULT_BATCH`.
     """
     wanted = _DEFAULT_BATCH if total_bytes is None else total_bytes // (2 * concurrency)
     return min(max_request_size, max(_MIN_BATCH, wanted))
 
 
 async def store(
-    client: AsyncDicomWebClient,
+    session: Session,
     items: StoreSource,
     *,
     study_uid: str | None = None,
@@ -272,11 +213,10 @@ async def store(
     progress: StoreProgressCallback | None = None,
 ) -> StoreResult:
     """See `AsyncDicomWebClient.store`."""
-    if min(max_request_size, max_instances_per_request, concurrency) < 1:
-        raise DicomWebUsageError("sizes, counts and concurrency must be positive")
-    url = client._stow + "/studies"
-    if study_uid is not None:
-        url += "/" + validate_uid(study_uid, "StudyInstanceUID")
+    positive_integer("max_request_size", max_request_size)
+    positive_integer("max_instances_per_request", max_instances_per_request)
+    positive_integer("concurrency", concurrency)
+    url = stow_url(session, study_uid)
     total_instances, total_bytes = await anyio.to_thread.run_sync(_totals, items)
     target = _batch_target(total_bytes, max_request_size, concurrency)
     results: list[StoreResult] = []
@@ -285,7 +225,7 @@ async def store(
 
     async def send(index: int, batch: list[_Upload]) -> None:
         try:
-            results[index] = result = await _send_batch(client, url, batch, client.chunk_size)
+            results[index] = result = await _send_batch(session, url, batch)
         finally:
             limiter.release()
         done[0] += len(batch)
@@ -306,29 +246,43 @@ async def store(
 
 
 def find_dicom_files(
-    folder: str | os.PathLike[str], include_regex: str | None = None
+    paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    include_regex: str | None = None,
 ) -> tuple[list[Path], list[FailedInstance]]:
-    """DICOM files under `folder`, recursively and sorted, and the unreadable ones.
+    """The DICOM files `paths` name, folders searched recursively, and the unreadable ones.
 
-    `include_regex` is applied with `re.search` to each path relative to
-    `folder`, with `/` separators. Files without the `DICM` preamble and
-    DICOMDIR files are skipped (logged).
+    In a folder, files are sorted, `include_regex` is applied with `re.search` to
+    each path relative to the folder, with `/` separators, and files without the
+    `DICM` preamble and DICOMDIR files are skipped (logged). A file named
+    directly is taken as it is. A file found twice is listed once.
 
     Raises:
-        FileNotFoundError, NotADirectoryError: `folder` is missing or not a folder.
+        FileNotFoundError: a path does not exist.
         DicomWebUsageError: `include_regex` is not a valid regular expression.
     """
-    root = Path(folder)
-    if not root.exists():
-        raise FileNotFoundError(2, "source folder does not exist", str(root))
-    if not root.is_dir():
-        raise NotADirectoryError(20, "source is not a folder", str(root))
     try:
         pattern = re.compile(include_regex) if include_regex is not None else None
     except re.error as error:
         raise DicomWebUsageError(f"invalid include_regex {include_regex!r}: {error}") from None
-    found: list[Path] = []
+    named = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    found: dict[Path, None] = {}
     unreadable: list[FailedInstance] = []
+    for each in map(Path, named):
+        if each.is_dir():
+            _search_folder(each, pattern, found, unreadable)
+        elif each.exists():
+            found[each] = None
+        else:
+            raise FileNotFoundError(2, "no such file or folder", str(each))
+    return list(found), unreadable
+
+
+def _search_folder(
+    root: Path,
+    pattern: re.Pattern[str] | None,
+    found: dict[Path, None],
+    unreadable: list[FailedInstance],
+) -> None:
     for directory, subdirs, names in os.walk(root):
         subdirs.sort()
         for name in sorted(names):
@@ -336,34 +290,46 @@ def find_dicom_files(
             relative = path.relative_to(root).as_posix()
             if pattern is not None and not pattern.search(relative):
                 continue
-            kind = _classify(path)
-            if kind == "dicom":
-                found.append(path)
-            elif kind.startswith("unreadable"):
-                logger.warning("cannot read %s: %s", relative, kind)
+            kind, reason = classify(path)
+            if kind is FileKind.DICOM:
+                found[path] = None
+            elif kind is FileKind.UNREADABLE:
+                logger.warning("cannot read %s: %s", relative, reason)
                 unreadable.append(FailedInstance(None, None, None, source=str(path)))
             else:
-                logger.info("skipping %s: %s", relative, kind)
-    return found, unreadable
+                logger.info("skipping %s: %s", relative, reason)
 
 
-def _classify(path: Path) -> str:
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(1024)
-    except OSError as error:
-        return f"unreadable ({error.strerror or error})"
-    if len(head) < 132 or head[128:132] != b"DICM":
-        return "no DICM preamble"
-    if path.name.upper() == "DICOMDIR" or _media_storage_class(head) == _DICOMDIR_CLASS:
-        return "DICOMDIR"
-    return "dicom"
+async def store_directory(
+    session: Session,
+    folder: str | os.PathLike[str],
+    include_regex: str | None,
+    *,
+    study_uid: str | None,
+    max_request_size: int,
+    max_instances_per_request: int,
+    concurrency: int,
+    progress: StoreProgressCallback | None,
+) -> StoreResult:
+    """See `AsyncDicomWebClient.store_directory`."""
+    files, unreadable = await anyio.to_thread.run_sync(_folder_files, folder, include_regex)
+    result = StoreResult(stored=(), failed=tuple(unreadable))
+    if files:
+        stored = await store(
+            session, files, study_uid=study_uid, max_request_size=max_request_size,
+            max_instances_per_request=max_instances_per_request, concurrency=concurrency,
+            progress=progress,
+        )  # fmt: skip
+        result = result.merge(stored)
+    return result
 
 
-def _media_storage_class(head: bytes) -> bytes | None:
-    """MediaStorageSOPClassUID (0002,0002) from the explicit-VR file meta header."""
-    at = head.find(b"\x02\x00\x02\x00UI", 132)
-    if at < 0 or at + 8 > len(head):
-        return None
-    length = int.from_bytes(head[at + 6 : at + 8], "little")
-    return head[at + 8 : at + 8 + length].rstrip(b"\x00 ")
+def _folder_files(
+    folder: str | os.PathLike[str], include_regex: str | None
+) -> tuple[list[Path], list[FailedInstance]]:
+    root = Path(folder)
+    if not root.exists():
+        raise FileNotFoundError(2, "source folder does not exist", str(root))
+    if not root.is_dir():
+        raise NotADirectoryError(20, "source is not a folder", str(root))
+    return find_dicom_files(root, include_regex)

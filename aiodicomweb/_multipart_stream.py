@@ -18,7 +18,7 @@ from aiodicomweb._exceptions import (
     translate_httpx_error,
 )
 from aiodicomweb._inflate import decoded_body
-from aiodicomweb._media import DICOM, MULTIPART_RELATED, media_type
+from aiodicomweb._media import DICOM, MULTIPART_RELATED, media_type, parse_content_type
 from aiodicomweb._multipart import (
     Event,
     MultipartParser,
@@ -26,7 +26,6 @@ from aiodicomweb._multipart import (
     PartEnded,
     PartStarted,
     multipart_boundary,
-    parse_content_type,
 )
 
 __all__ = ["MultipartStream", "Part"]
