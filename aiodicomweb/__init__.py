@@ -9,7 +9,7 @@ from aiodicomweb._bulk_download import (
     SeriesResult,
     check_destination,
 )
-from aiodicomweb._bulk_store import StoreProgress, find_dicom_files
+from aiodicomweb._bulk_store import DicomFiles, StoreProgress, find_dicom_files
 from aiodicomweb._client import AsyncDicomWebClient
 from aiodicomweb._exceptions import (
     ClientClosedError,
@@ -30,7 +30,7 @@ from aiodicomweb._exceptions import (
 from aiodicomweb._legacy import DicomWebAdapter, DicomWebAdapter_Fallback
 from aiodicomweb._multipart_stream import MultipartStream, Part
 from aiodicomweb._retry import RetryPolicy
-from aiodicomweb._stow_response import FailedInstance, StoredInstance, StoreResult
+from aiodicomweb._stow_response import FailedInstance, SkippedFile, StoredInstance, StoreResult
 from aiodicomweb._sync import DicomWebClient, SyncPart
 from aiodicomweb._validate import validate_uid
 
@@ -41,6 +41,7 @@ __all__ = [
     "BearerTokenAuth",
     "ClientClosedError",
     "DeleteUnsupportedError",
+    "DicomFiles",
     "DicomWebAdapter",
     "DicomWebAdapter_Fallback",
     "DicomWebClient",
@@ -61,6 +62,7 @@ __all__ = [
     "Part",
     "RetryPolicy",
     "SeriesResult",
+    "SkippedFile",
     "StoreFailedError",
     "StoreProgress",
     "StoreResult",

@@ -153,66 +153,93 @@ class _Tally:
             )  # fmt: skip
 
 
-def check_destination(dest_dir: str | os.PathLike[str]) -> Path:
-    """Refuse a destination that exists or whose parent is missing or unwritable.
+def check_destination(dest_dir: str | os.PathLike[str], *, create_parent: bool = True) -> Path:
+    """Refuse a destination that exists or that cannot be made; nothing is created.
+
+    Args:
+        create_parent: Missing parents will be made (`mkdir -p`); False refuses them.
 
     Raises:
         FileExistsError: `dest_dir` exists.
-        OSError: its name is longer than the file system takes (ENAMETOOLONG).
-        FileNotFoundError: its parent does not exist.
-        NotADirectoryError: its parent is not a folder.
-        PermissionError: its parent is not writable.
+        FileNotFoundError: its parent is missing and `create_parent` is False.
+        NotADirectoryError: its parent, or an existing ancestor, is not a folder.
+        PermissionError: the folder in which the first missing one would be made
+            is not writable.
+        OSError: a name is longer than the file system takes (ENAMETOOLONG).
     """
     dest = Path(dest_dir).absolute()
     if os.path.lexists(dest):
         raise FileExistsError(17, "destination already exists", str(dest))
-    parent = dest.parent
-    if not parent.exists():
-        raise FileNotFoundError(2, "parent folder does not exist", str(parent))
-    if not parent.is_dir():
-        raise NotADirectoryError(20, "parent is not a folder", str(parent))
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise PermissionError(13, "parent folder is not writable", str(parent))
-    if len(os.fsencode(dest.name)) > _name_max(parent):
-        raise OSError(errno.ENAMETOOLONG, "folder name too long", str(dest))
+    missing = [dest]
+    while not os.path.lexists(missing[-1].parent):
+        if not create_parent:
+            raise FileNotFoundError(2, "parent folder does not exist", str(dest.parent))
+        missing.append(missing[-1].parent)
+    existing = missing[-1].parent
+    if not existing.is_dir():
+        raise NotADirectoryError(20, "not a folder", str(existing))
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(13, "folder is not writable", str(existing))
+    longest = _name_max(existing)
+    for folder in missing:
+        if len(os.fsencode(folder.name)) > longest:
+            raise OSError(errno.ENAMETOOLONG, "folder name too long", str(folder))
     return dest
 
 
 @contextmanager
-def parent_created(dest_dir: str | os.PathLike[str], create: bool) -> Iterator[None]:
-    """Create the missing parent of `dest_dir` (one level) and remove it again on failure.
+def parents_created(dest_dir: str | os.PathLike[str], create: bool) -> Iterator[None]:
+    """Make the missing parents of `dest_dir` (`mkdir -p`); remove them again on failure.
 
-    Threads may share a parent (the legacy adapter's study folder): it is created
-    once, race-free, and removed only when it was created for a download, the last
-    one using it failed, and it is empty.
-
-    Raises:
-        FileNotFoundError: the parent's own parent does not exist.
+    Threads may share parents (the legacy adapter's study folder): each is made
+    once, race-free, and removed only when it was made for a download, the last
+    download using it failed, and it is empty.
     """
-    if not create:
-        yield
-        return
-    parent = Path(dest_dir).absolute().parent
+    taken: list[Path] = []
     with _PARENTS_LOCK:
         try:
-            os.mkdir(parent)  # FileNotFoundError when its own parent is missing
-            _PARENTS_CREATED.add(parent)
-        except FileExistsError:
-            pass  # there already, or made by another download just now
-        _PARENTS_IN_USE[parent] += 1
+            for folder in _missing_parents(Path(dest_dir).absolute()) if create else []:
+                try:
+                    os.mkdir(folder)  # top down
+                    _PARENTS_CREATED.add(folder)
+                except FileExistsError:
+                    if not folder.is_dir():
+                        raise NotADirectoryError(20, "not a folder", str(folder)) from None
+                _PARENTS_IN_USE[folder] += 1
+                taken.append(folder)
+        except BaseException:
+            _release(taken, succeeded=False)
+            raise
     succeeded = False
     try:
         yield
         succeeded = True
     finally:
         with _PARENTS_LOCK:
-            _PARENTS_IN_USE[parent] -= 1
-            if not _PARENTS_IN_USE[parent]:
-                del _PARENTS_IN_USE[parent]
-                if not succeeded and parent in _PARENTS_CREATED:
-                    with suppress(OSError):
-                        os.rmdir(parent)  # empty, or kept: never removes what others put there
-                _PARENTS_CREATED.discard(parent)
+            _release(taken, succeeded)
+
+
+def _missing_parents(dest: Path) -> list[Path]:
+    """Parents to make, top down, with those another download made and still uses (shared)."""
+    missing: list[Path] = []
+    parent = dest.parent
+    while not os.path.lexists(parent) or parent in _PARENTS_IN_USE:
+        missing.append(parent)
+        parent = parent.parent
+    return missing[::-1]
+
+
+def _release(taken: list[Path], succeeded: bool) -> None:
+    """Give `taken` back (under the lock); on failure remove what was made, deepest first."""
+    for folder in reversed(taken):
+        _PARENTS_IN_USE[folder] -= 1
+        if _PARENTS_IN_USE[folder]:
+            continue
+        del _PARENTS_IN_USE[folder]
+        if not succeeded and folder in _PARENTS_CREATED:
+            with suppress(OSError):
+                os.rmdir(folder)  # empty, or kept: never removes what others put there
+        _PARENTS_CREATED.discard(folder)
 
 
 _PARENTS_LOCK = threading.Lock()
@@ -234,6 +261,40 @@ def atomic_directory(dest: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def _study_destination(
+    dest_dir: str | os.PathLike[str], create_parent: bool, merge: bool
+) -> tuple[Path, bool]:
+    """Where a study goes, and whether its series join an existing folder (`merge`)."""
+    if merge and os.path.isdir(dest_dir):
+        if not os.access(dest_dir, os.W_OK | os.X_OK):
+            raise PermissionError(13, "folder is not writable", str(dest_dir))
+        return Path(dest_dir).absolute(), True
+    return check_destination(dest_dir, create_parent=create_parent), False
+
+
+@contextmanager
+def merged_directories(dest: Path, names: Sequence[str]) -> Iterator[Path]:
+    """Yield a hidden folder in `dest`; move its `names` into `dest` on success, remove it
+    on failure."""
+    staging = dest / f".merge.{secrets.token_hex(4)}.partial"
+    os.mkdir(staging)
+    try:
+        yield staging
+        _check_free(dest, names)
+        for name in names:
+            os.rename(staging / name, dest / name)
+        os.rmdir(staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _check_free(dest: Path, names: Sequence[str]) -> None:
+    for name in names:
+        if os.path.lexists(dest / name):
+            raise FileExistsError(17, "series folder already exists", str(dest / name))
 
 
 def _name_max(folder: Path) -> int:
@@ -433,7 +494,7 @@ async def download_series(
     concurrency: int = 4,
     transfer_syntax: str | None = "*",
     progress: ProgressCallback | None = None,
-    create_parent: bool = False,
+    create_parent: bool = True,
 ) -> DownloadResult:
     """See `AsyncDicomWebClient.download_series`."""
     validate_uid(study_uid, "StudyInstanceUID")
@@ -441,8 +502,8 @@ async def download_series(
     _check_strategy(strategy, concurrency=concurrency)
     started = time.perf_counter()
     tally = _Tally(progress)
-    with parent_created(dest_dir, create_parent):
-        dest = check_destination(dest_dir)
+    dest = check_destination(dest_dir, create_parent=create_parent)
+    with parents_created(dest, create_parent):
         with atomic_directory(dest) as staging:
             job = _SeriesJob(session, study_uid, series_uid, staging, tally, transfer_syntax,
                              concurrency)  # fmt: skip
@@ -464,12 +525,14 @@ async def download_study(
     transfer_syntax: str | None = "*",
     progress: ProgressCallback | None = None,
     series_uids: Sequence[str] | None = None,
+    create_parent: bool = True,
+    merge: bool = False,
 ) -> DownloadResult:
     """See `AsyncDicomWebClient.download_study`."""
     validate_uid(study_uid, "StudyInstanceUID")
     _check_strategy(strategy, concurrency=concurrency, series_concurrency=series_concurrency)
     started = time.perf_counter()
-    dest = check_destination(dest_dir)
+    dest, merging = _study_destination(dest_dir, create_parent, merge)
     if series_uids is None:
         uids = list(await session.list_series(study_uid))
     else:
@@ -478,10 +541,13 @@ async def download_study(
             raise DicomWebUsageError(f"series_uids names a series twice: {list(series_uids)!r}")
     if not uids:
         raise UnexpectedResponseError(f"study {study_uid}: QIDO lists no series")
+    if merging:
+        _check_free(dest, uids)
     tally = _Tally(progress)
     results: dict[str, SeriesResult] = {}
     limiter = anyio.CapacityLimiter(series_concurrency)
-    with atomic_directory(dest) as staging:
+    staged = merged_directories(dest, uids) if merging else atomic_directory(dest)
+    with parents_created(dest, create_parent and not merging), staged as staging:
 
         async def one(series_uid: str) -> None:
             async with limiter:

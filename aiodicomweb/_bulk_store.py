@@ -13,7 +13,7 @@ import re
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeAlias, cast
+from typing import TYPE_CHECKING, NamedTuple, TypeAlias, cast
 
 import anyio
 
@@ -21,7 +21,7 @@ from aiodicomweb._exceptions import DicomWebUsageError
 from aiodicomweb._part10 import FileKind, classify, dataset_bytes, header_uids, is_dataset
 from aiodicomweb._session import Session
 from aiodicomweb._stow import store_instances, stow_url
-from aiodicomweb._stow_response import FailedInstance, StoreResult
+from aiodicomweb._stow_response import FailedInstance, SkippedFile, StoreResult
 from aiodicomweb._tasks import task_group
 from aiodicomweb._validate import positive_integer
 
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from pydicom.dataset import Dataset
 
 __all__ = [
+    "DicomFiles",
     "StoreItem",
     "StoreProgress",
     "StoreProgressCallback",
@@ -88,7 +89,7 @@ def _upload(item: object, number: int) -> _Upload:
         data = dataset_bytes(cast("Dataset", item))
         return _Upload(f"<dataset #{number}>", len(data), data=data)
     if isinstance(item, (str, os.PathLike)):
-        path = Path(item)
+        path = _instance_file(item)
         return _Upload(str(path), path.stat().st_size, path=path)
     raise DicomWebUsageError(
         f"cannot store a {type(item).__name__}: give paths, bytes or pydicom Datasets"
@@ -176,10 +177,28 @@ class StoreProgress:
 StoreProgressCallback = Callable[[StoreProgress], None]
 
 
+def _instance_file(item: str | os.PathLike[str]) -> Path:
+    """A file named to be stored, refused before any request unless it is DICOM.
+
+    Raises:
+        DicomWebUsageError: no DICM preamble, or a DICOMDIR.
+        FileNotFoundError, OSError: it cannot be read.
+    """
+    path = Path(item)
+    kind, reason = classify(path)
+    if kind in (FileKind.NOT_DICOM, FileKind.DICOMDIR):
+        raise DicomWebUsageError(f"{path}: {reason}, not an instance to store")
+    return path
+
+
 def _totals(items: StoreSource) -> tuple[int | None, int | None]:
-    """Instances and bytes to send, known up front only for lists and tuples."""
+    """Instances and bytes to send, known up front only for lists and tuples (whose
+    files are checked here, before any request)."""
     if not isinstance(items, (list, tuple)):
         return None, None
+    for item in items:
+        if isinstance(item, (str, os.PathLike)):
+            _instance_file(item)
     size = 0
     for item in items:
         if isinstance(item, (bytes, bytearray, memoryview)):
@@ -245,43 +264,61 @@ async def store(
     return merged
 
 
+class DicomFiles(NamedTuple):
+    """What `find_dicom_files` found: files to send, unreadable ones, skipped ones."""
+
+    files: list[Path]
+    unreadable: list[FailedInstance]
+    skipped: list[SkippedFile]
+
+
 def find_dicom_files(
     paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     include_regex: str | None = None,
-) -> tuple[list[Path], list[FailedInstance]]:
-    """The DICOM files `paths` name, folders searched recursively, and the unreadable ones.
+) -> DicomFiles:
+    """The DICOM files `paths` name, folders searched recursively; the unreadable and
+    the skipped ones.
 
     In a folder, files are sorted, `include_regex` is applied with `re.search` to
     each path relative to the folder, with `/` separators, and files without the
-    `DICM` preamble and DICOMDIR files are skipped (logged). A file named
-    directly is taken as it is. A file found twice is listed once.
+    `DICM` preamble and DICOMDIR files are skipped (logged, and listed). A file
+    named directly must be DICOM. A file found twice is listed once.
 
     Raises:
         FileNotFoundError: a path does not exist.
-        DicomWebUsageError: `include_regex` is not a valid regular expression.
+        DicomWebUsageError: a file named directly is not DICOM, or `include_regex`
+            is not a valid regular expression.
     """
     try:
         pattern = re.compile(include_regex) if include_regex is not None else None
     except re.error as error:
         raise DicomWebUsageError(f"invalid include_regex {include_regex!r}: {error}") from None
     named = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
-    found: dict[Path, None] = {}
-    unreadable: list[FailedInstance] = []
+    found = DicomFiles([], [], [])
+    seen: set[Path] = set()
     for each in map(Path, named):
         if each.is_dir():
-            _search_folder(each, pattern, found, unreadable)
+            _search_folder(each, pattern, found, seen)
         elif each.exists():
-            found[each] = None
+            _take_named(each, found, seen)
         else:
             raise FileNotFoundError(2, "no such file or folder", str(each))
-    return list(found), unreadable
+    return found
+
+
+def _take_named(path: Path, found: DicomFiles, seen: set[Path]) -> None:
+    kind, reason = classify(path)
+    if kind in (FileKind.NOT_DICOM, FileKind.DICOMDIR):
+        raise DicomWebUsageError(f"{path}: {reason}, not an instance to store")
+    if kind is FileKind.UNREADABLE:
+        found.unreadable.append(FailedInstance(None, None, None, source=str(path)))
+    elif path not in seen:
+        seen.add(path)
+        found.files.append(path)
 
 
 def _search_folder(
-    root: Path,
-    pattern: re.Pattern[str] | None,
-    found: dict[Path, None],
-    unreadable: list[FailedInstance],
+    root: Path, pattern: re.Pattern[str] | None, found: DicomFiles, seen: set[Path]
 ) -> None:
     for directory, subdirs, names in os.walk(root):
         subdirs.sort()
@@ -292,12 +329,15 @@ def _search_folder(
                 continue
             kind, reason = classify(path)
             if kind is FileKind.DICOM:
-                found[path] = None
+                if path not in seen:
+                    seen.add(path)
+                    found.files.append(path)
             elif kind is FileKind.UNREADABLE:
                 logger.warning("cannot read %s: %s", relative, reason)
-                unreadable.append(FailedInstance(None, None, None, source=str(path)))
+                found.unreadable.append(FailedInstance(None, None, None, source=str(path)))
             else:
                 logger.info("skipping %s: %s", relative, reason)
+                found.skipped.append(SkippedFile(str(path), kind.value))
 
 
 async def store_directory(
@@ -312,11 +352,11 @@ async def store_directory(
     progress: StoreProgressCallback | None,
 ) -> StoreResult:
     """See `AsyncDicomWebClient.store_directory`."""
-    files, unreadable = await anyio.to_thread.run_sync(_folder_files, folder, include_regex)
-    result = StoreResult(stored=(), failed=tuple(unreadable))
-    if files:
+    found = await anyio.to_thread.run_sync(_folder_files, folder, include_regex)
+    result = StoreResult(stored=(), failed=tuple(found.unreadable), skipped=tuple(found.skipped))
+    if found.files:
         stored = await store(
-            session, files, study_uid=study_uid, max_request_size=max_request_size,
+            session, found.files, study_uid=study_uid, max_request_size=max_request_size,
             max_instances_per_request=max_instances_per_request, concurrency=concurrency,
             progress=progress,
         )  # fmt: skip
@@ -324,9 +364,7 @@ async def store_directory(
     return result
 
 
-def _folder_files(
-    folder: str | os.PathLike[str], include_regex: str | None
-) -> tuple[list[Path], list[FailedInstance]]:
+def _folder_files(folder: str | os.PathLike[str], include_regex: str | None) -> DicomFiles:
     root = Path(folder)
     if not root.exists():
         raise FileNotFoundError(2, "source folder does not exist", str(root))

@@ -413,7 +413,8 @@ class AsyncDicomWebClient:
             frames: Frame numbers, from 1.
             media_type: `application/octet-stream` for raw pixels, or an image
                 media type (`image/jpeg`, `image/jp2`, ...) for compressed frames.
-            transfer_syntax: As for `stream_series`.
+            transfer_syntax: As for `stream_series`; with an image media type,
+                `"*"` (the default) asks for that type's own transfer syntax.
 
         Returns:
             One bytes object per frame, in the order the server sent them.
@@ -465,7 +466,8 @@ class AsyncDicomWebClient:
             frame: Render this frame of the instance.
             media_type: `image/jpeg`, `image/png`, `image/gif`, ...
             viewport: `(columns, rows)` of the output.
-            window: `(center, width)` or `(center, width, function)`.
+            window: `(center, width)` or `(center, width, function)`; the
+                function is `linear` unless given (`linear`, `sigmoid`, ...).
             quality: JPEG quality 1-100.
 
         Raises:
@@ -504,7 +506,7 @@ class AsyncDicomWebClient:
         concurrency: int = 4,
         transfer_syntax: str | None = "*",
         progress: ProgressCallback | None = None,
-        create_parent: bool = False,
+        create_parent: bool = True,
     ) -> DownloadResult:
         """Download a series into a new folder, in bounded memory.
 
@@ -513,7 +515,8 @@ class AsyncDicomWebClient:
         `dest_dir` appears complete, or not at all.
 
         Args:
-            dest_dir: The folder to create; it must not exist, its parent must.
+            dest_dir: The folder to create; it must not exist. Missing parents
+                are made (`mkdir -p`), and removed again if the download fails.
             strategy: `"multipart"` (one WADO-RS request for the series) or
                 `"per_instance"` (QIDO lists the instances, each is fetched alone).
             fallback: With `"multipart"`, switch to per instance when the server
@@ -521,16 +524,16 @@ class AsyncDicomWebClient:
             concurrency: Instances in flight with `"per_instance"`.
             transfer_syntax: `"*"` (bytes as stored), a UID, or None.
             progress: Called with a `DownloadProgress` after each instance.
-            create_parent: Create `dest_dir`'s parent if it is missing (one
-                level; removed again if the download fails).
+            create_parent: False refuses a missing parent instead of making it.
 
         Returns:
             A `DownloadResult` listing the files.
 
         Raises:
             FileExistsError: `dest_dir` exists.
-            FileNotFoundError, NotADirectoryError, PermissionError: its parent
-                is missing, not a folder, or not writable.
+            FileNotFoundError: its parent is missing and `create_parent` is False.
+            NotADirectoryError, PermissionError: its parent (or the nearest
+                existing ancestor) is not a folder, or not writable.
             DicomWebUsageError: invalid UID or argument.
             MultipartUnsupportedError: the server refuses multipart; use
                 `strategy="per_instance"` or `fallback=True`.
@@ -558,6 +561,8 @@ class AsyncDicomWebClient:
         transfer_syntax: str | None = "*",
         progress: ProgressCallback | None = None,
         series_uids: Sequence[str] | None = None,
+        create_parent: bool = True,
+        merge: bool = False,
     ) -> DownloadResult:
         """Download every series of a study into `dest_dir/<SeriesInstanceUID>/`.
 
@@ -565,13 +570,22 @@ class AsyncDicomWebClient:
         concurrently, `series_concurrency` at a time. The study folder appears
         complete or not at all; cancelling the call cancels every transfer.
 
+        Args:
+            merge: `dest_dir` may exist: the series folders are added beside what
+                it holds, all of them or none (a series folder already there is
+                refused before anything is downloaded).
+            The others: as for `download_series`.
+
         Raises:
+            FileExistsError: `dest_dir` exists (without `merge`), or one of the
+                series folders does (with it).
             The errors of `download_series`.
         """
         return await _bulk_download.download_study(
             self._session, study_uid, dest_dir, strategy=strategy, fallback=fallback,
             series_concurrency=series_concurrency, concurrency=concurrency,
             transfer_syntax=transfer_syntax, progress=progress, series_uids=series_uids,
+            create_parent=create_parent, merge=merge,
         )  # fmt: skip
 
     # -- STOW-RS ---------------------------------------------------------------

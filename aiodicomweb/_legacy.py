@@ -1,9 +1,9 @@
 """The documented legacy adapter API: `DicomWebAdapter` and `DicomWebAdapter_Fallback`.
 
 Each camelCase method is one call into the blocking `DicomWebClient`, whose
-methods in turn run the async core. The reference is
-`shared/reference/adapter-api.txt`: names, parameters, defaults, return values,
-folder layout and exceptions are kept exactly.
+methods in turn run the async core. The documented API is `docs/adapter-api.md`:
+names, parameters, defaults, return values, folder layout and exceptions are
+kept exactly.
 """
 
 from __future__ import annotations
@@ -98,8 +98,16 @@ def adapter_options(
     return options
 
 
+def _check_root(root: str) -> None:
+    """The documented OSError for a target root that is missing or not a folder."""
+    if not os.path.exists(root):
+        raise FileNotFoundError(2, "target folder root does not exist", root)
+    if not os.path.isdir(root):
+        raise NotADirectoryError(20, "target folder root is not a folder", root)
+
+
 class DicomWebAdapter:
-    """A simple API for a DICOMweb server (see `shared/reference/adapter-api.txt`).
+    """A simple API for a DICOMweb server (documented in `docs/adapter-api.md`).
 
     Args:
         dicomWebUrl: URL of the DICOMweb API, e.g. https://pacs.example.com/dicom-web
@@ -195,6 +203,7 @@ class DicomWebAdapter:
                 subfolder already exists.
             ConnectionError: a problem accessing the server.
         """
+        _check_root(targetFolderRoot)
         parent = (
             os.path.join(targetFolderRoot, studyInstanceUID)
             if useStudySubFolder
@@ -213,9 +222,10 @@ class DicomWebAdapter:
                 subfolder already exists.
             ConnectionError: a problem accessing the server.
         """
+        _check_root(targetFolderRoot)
         self._client.download_study(
             studyInstanceUID, os.path.join(targetFolderRoot, studyInstanceUID),
-            strategy=self._strategy,
+            strategy=self._strategy, create_parent=False,
         )  # fmt: skip
 
     def deleteStudy(self, studyInstanceUID: str) -> None:

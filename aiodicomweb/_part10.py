@@ -24,7 +24,7 @@ class FileKind(enum.Enum):
     """What a file found in a folder is, as far as storing it goes."""
 
     DICOM = "dicom"
-    NOT_DICOM = "no DICM preamble"
+    NOT_DICOM = "not DICOM"
     DICOMDIR = "DICOMDIR"
     UNREADABLE = "unreadable"
 
@@ -37,7 +37,7 @@ def classify(path: Path) -> tuple[FileKind, str]:
     except OSError as error:
         return FileKind.UNREADABLE, f"unreadable ({error.strerror or error})"
     if len(head) < 132 or head[128:132] != b"DICM":
-        return FileKind.NOT_DICOM, FileKind.NOT_DICOM.value
+        return FileKind.NOT_DICOM, "not DICOM (no DICM preamble)"
     if path.name.upper() == "DICOMDIR" or _media_storage_class(head) == _DICOMDIR_CLASS:
         return FileKind.DICOMDIR, FileKind.DICOMDIR.value
     return FileKind.DICOM, FileKind.DICOM.value

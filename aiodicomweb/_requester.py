@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from contextlib import asynccontextmanager, suppress
+from http import HTTPStatus
 from typing import Any
 
 import httpx
@@ -153,7 +154,7 @@ class Requester:
         body = await _read_some(response, _ERROR_BODY_LIMIT)
         shown = redact_url(url)
         text = excerpt(body.decode("utf-8", "replace"))
-        reason = response.reason_phrase or "error"
+        reason = response.reason_phrase or _standard_phrase(response.status_code)
         message = f"{method} {shown} failed: {response.status_code} {reason}"
         raise DicomWebHTTPError(
             f"{message}: {text}" if text else message,
@@ -163,6 +164,13 @@ class Requester:
             body_excerpt=text,
             retry_after=parse_retry_after(response.headers.get("retry-after")),
         )
+
+
+def _standard_phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "error"
 
 
 async def _read_some(response: httpx.Response, limit: int) -> bytes:

@@ -30,12 +30,13 @@ from aiodicomweb._dicom_json import (
 )
 from aiodicomweb._direct import DirectGets
 from aiodicomweb._exceptions import (
+    DicomWebHTTPError,
     DicomWebUsageError,
     MissingDependencyError,
     UnexpectedResponseError,
 )
 from aiodicomweb._inflate import InflateLimits
-from aiodicomweb._media import DICOM, JSON_ACCEPT, multipart_accept
+from aiodicomweb._media import DICOM, DICOM_JSON, JSON_ACCEPT, STOW_ACCEPT, multipart_accept
 from aiodicomweb._multipart_stream import MultipartStream
 from aiodicomweb._rate import MinRate
 from aiodicomweb._requester import ContentFactory, Requester
@@ -72,6 +73,7 @@ class Session:
         self.roots = roots
         self.max_parts = max_parts
         self.chunk_size = chunk_size
+        self.fallback_accept = False  # set when the server refused application/dicom+json
 
     @property
     def retry(self) -> RetryPolicy | None:
@@ -83,6 +85,30 @@ class Session:
 
     async def aclose(self) -> None:
         await self.requester.aclose()
+
+    async def accepting_json(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        content: ContentFactory | None = None,
+        ok: Collection[int] = (200,),
+    ) -> httpx.Response:
+        """A buffered request for DICOM JSON: `Accept: application/dicom+json`, as the
+        standard and the peers ask; the wider list only once a server refused it (406).
+        """
+        wide = STOW_ACCEPT if method == "POST" else JSON_ACCEPT
+        accept = wide if self.fallback_accept else DICOM_JSON
+        try:
+            return await self.request(method, url, headers={**(headers or {}), "Accept": accept},
+                                      content=content, ok=ok)  # fmt: skip
+        except DicomWebHTTPError as error:
+            if error.status != 406 or accept == wide:
+                raise
+        self.fallback_accept = True
+        return await self.request(method, url, headers={**(headers or {}), "Accept": wide},
+                                  content=content, ok=ok)  # fmt: skip
 
     async def request(
         self,
@@ -136,7 +162,7 @@ class Session:
         self, url: str, *, ok: Collection[int] = (200,), allow_empty: bool = False
     ) -> list[JSON]:
         """The DICOM JSON datasets a GET answers with (204 is none, when allowed)."""
-        response = await self.request("GET", url, headers={"Accept": JSON_ACCEPT}, ok=ok)
+        response = await self.accepting_json("GET", url, ok=ok)
         body = b"" if response.status_code == 204 else response.content
         return dataset_list(
             body, redact_url(url), _content_type(response), allow_empty=allow_empty

@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from typing import Protocol
 
-from aiodicomweb._media import STOW_ACCEPT
 from aiodicomweb._multipart import MultipartEncoder
 from aiodicomweb._session import Session
 from aiodicomweb._stow_response import StoreResult, parse_store_response
@@ -55,9 +54,10 @@ async def store_instances(
                 yield chunk
         yield tail
 
-    headers = {"Content-Type": encoder.content_type, "Content-Length": str(length),
-               "Accept": STOW_ACCEPT}  # fmt: skip
-    response = await session.request("POST", url, headers=headers, content=body, ok=_STOW_ANSWERS)
+    headers = {"Content-Type": encoder.content_type, "Content-Length": str(length)}
+    response = await session.accepting_json(
+        "POST", url, headers=headers, content=body, ok=_STOW_ANSWERS
+    )
     result = parse_store_response(
         response.status_code, response.headers.get("content-type"), response.content
     )

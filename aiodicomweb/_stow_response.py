@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import re
 import xml.etree.ElementTree as ET
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,7 @@ from aiodicomweb._media import read_content_type
 
 __all__ = [
     "FailedInstance",
+    "SkippedFile",
     "StoreResult",
     "StoredInstance",
     "describe_failure",
@@ -160,6 +162,19 @@ class FailedInstance:
 
 
 @dataclass(frozen=True)
+class SkippedFile:
+    """A file found in a folder and not sent: not DICOM, or a DICOMDIR.
+
+    Attributes:
+        path: The file.
+        reason: Why it was not sent ("not DICOM", "DICOMDIR").
+    """
+
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class StoreResult:
     """The outcome of one or more STOW-RS requests.
 
@@ -171,12 +186,14 @@ class StoreResult:
             one URL every response that stored something agreed on, else None.
         warnings: Notes about the exchange: HTTP ``Warning`` header values added by
             the client, and what this module noticed about the response.
+        skipped: Files found in a folder that were not sent (not DICOM, DICOMDIR).
     """
 
     stored: tuple[StoredInstance, ...]
     failed: tuple[FailedInstance, ...]
     retrieve_url: str | None = None
     warnings: tuple[str, ...] = ()
+    skipped: tuple[SkippedFile, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -195,6 +212,7 @@ class StoreResult:
             failed=self.failed + other.failed,
             retrieve_url=_merge_url(self, other),
             warnings=self.warnings + other.warnings,
+            skipped=self.skipped + other.skipped,
         )
 
     def raise_for_failures(self) -> StoreResult:
@@ -209,7 +227,8 @@ class StoreResult:
         raise StoreFailedError(f"{len(self.failed)} instance(s) not stored: {names}", result=self)
 
     def summary(self) -> str:
-        """One line for people, e.g. "12 stored, 1 failed (1.2.3: out of resources)"."""
+        """One line for people, e.g. "12 stored, 1 failed (1.2.3: out of resources), 1 skipped:
+        not DICOM"."""
         text = f"{len(self.stored)} stored, {len(self.failed)} failed"
         reasons = [f"{item.label}: {item.failure_text}" for item in self.failed]
         if len(reasons) > _SUMMARY_FAILURES:
@@ -218,7 +237,14 @@ class StoreResult:
         if reasons:
             text += f" ({'; '.join(reasons)})"
         warned = sum(item.warning_reason is not None for item in self.stored)
-        return text + (f", {warned} stored with warnings" if warned else "")
+        text += f", {warned} stored with warnings" if warned else ""
+        if self.skipped:
+            counts = Counter(item.reason for item in self.skipped)
+            text += f", {len(self.skipped)} skipped: " + ", ".join(
+                reason if len(counts) == 1 else f"{count} {reason}"
+                for reason, count in counts.items()
+            )
+        return text
 
 
 def _merge_url(first: StoreResult, second: StoreResult) -> str | None:

@@ -9,7 +9,7 @@ from typing import Literal
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from aiodicomweb._exceptions import DicomWebUsageError
-from aiodicomweb._validate import validate_uid
+from aiodicomweb._validate import positive_integer, validate_uid
 
 __all__ = [
     "Level",
@@ -116,6 +116,54 @@ def _format_value(value: object) -> str:
     raise DicomWebUsageError(f"unsupported match value type: {type(value).__name__}")
 
 
+# DICOM forms (PS3.5 6.2) and the ISO 8601 forms people type, for QIDO range matching.
+_UID_LIKE = re.compile(r"[0-9.]*")
+_FORMS = {
+    "DA": (r"\d{8}", r"(\d{4})-(\d{2})-(\d{2})", "YYYYMMDD"),
+    "TM": (r"\d{2}(?:\d{2}(?:\d{2}(?:\.\d{1,6})?)?)?",
+           r"(\d{2}):(\d{2})(?::(\d{2}(?:\.\d{1,6})?))?", "HHMMSS"),
+    "DT": (r"\d{4}(?:\d{2}(?:\d{2}(?:\d{2}(?:\d{2}(?:\d{2}(?:\.\d{1,6})?)?)?)?)?)?",
+           r"(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2})(?::(\d{2}(?:\.\d{1,6})?))?",
+           "YYYYMMDDHHMMSS"),
+}  # fmt: skip
+
+
+def _date_time(attribute: str, text: str) -> str:
+    """`text` as a DA, TM or DT match value when the attribute has that VR: ISO forms
+    converted, anything else refused with the form expected; other VRs untouched."""
+    vr = _vr(attribute.rsplit(".", 1)[-1])
+    if vr not in _FORMS:
+        return text
+    dicom, iso, shown = _FORMS[vr]
+    one = f"(?:{dicom}|{re.sub(r'[(](?![?])', '(?:', iso)})"
+    match = re.fullmatch(f"({one})?(?:(-)({one})?)?", text)
+    if not text or match is None or (match.group(2) and not (match.group(1) or match.group(3))):
+        raise DicomWebUsageError(
+            f"{attribute}={text!r} is not a {vr} value: use {shown}, or a range "
+            f"{shown}-{shown} with either end left out"
+        )
+    low, dash, high = (_compact(part, iso) for part in match.groups())
+    return f"{low}{dash}{high}"
+
+
+def _compact(part: str | None, iso: str) -> str:
+    if not part:
+        return part or ""
+    match = re.fullmatch(iso, part)
+    return "".join(g for g in match.groups() if g) if match else part
+
+
+def _vr(name: str) -> str | None:
+    """The VR of a keyword or eight-digit tag in pydicom's dictionary, else None."""
+    from pydicom.datadict import dictionary_VR, tag_for_keyword
+
+    tag = int(name, 16) if _TAG_RE.fullmatch(name) else tag_for_keyword(name)
+    try:
+        return None if tag is None else str(dictionary_VR(tag))
+    except KeyError:
+        return None
+
+
 def build_query(
     match: Mapping[str | int, object] | None = None,
     *,
@@ -134,7 +182,10 @@ def build_query(
     """
     pairs: list[tuple[str, str]] = []
     for key, value in (match or {}).items():
-        pairs.append((_attribute(key), _format_value(value)))
+        attribute, text = _attribute(key), _format_value(value)
+        if not _UID_LIKE.fullmatch(text):  # digits and dots need no VR (and no pydicom)
+            text = _date_time(attribute, text)
+        pairs.append((attribute, text))
     if isinstance(include_fields, str):
         include_fields = [include_fields]
     for field in include_fields or ():
@@ -143,9 +194,7 @@ def build_query(
         pairs.append(("fuzzymatching", "true" if fuzzy else "false"))
     for name, number in (("limit", limit), ("offset", offset)):
         if number is not None:
-            if isinstance(number, bool) or not isinstance(number, int) or number < 0:
-                raise DicomWebUsageError(f"{name} must be a non-negative integer: {number!r}")
-            pairs.append((name, str(number)))
+            pairs.append((name, str(positive_integer(name, number, minimum=0))))
     return "&".join(f"{name}={quote(value, safe=_QUERY_SAFE)}" for name, value in pairs)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -12,6 +13,8 @@ from aiodicomweb._media import OCTET_STREAM, checked_media_type, media_type, mul
 from aiodicomweb._multipart_stream import MultipartStream
 from aiodicomweb._session import Session
 from aiodicomweb._urls import redact_url, rendered_query, resource_path
+
+logger = logging.getLogger("aiodicomweb")
 
 __all__ = [
     "retrieve_bulkdata",
@@ -71,7 +74,10 @@ async def retrieve_frames(
         raise DicomWebUsageError(f"frame numbers must be integers from 1: {list(frames)!r}")
     path = resource_path(study_uid, series_uid, sop_uid)
     url = f"{session.roots.wado}{path}/frames/{','.join(str(int(f)) for f in frames)}"
-    return await _read_parts(session, url, multipart_accept(media_type, transfer_syntax))
+    if transfer_syntax == "*" and media_type.lower() != OCTET_STREAM:
+        transfer_syntax = None  # an image type has its own; servers refuse "*" with it
+    parts, _ = await _read_parts(session, url, multipart_accept(media_type, transfer_syntax))
+    return parts
 
 
 async def retrieve_bulkdata(
@@ -89,7 +95,25 @@ async def retrieve_bulkdata(
             raise DicomWebUsageError(f"invalid byte range: {byte_range!r}")
         headers["Range"] = f"bytes={first}-{'' if last is None else last}"
     accept = multipart_accept(media_type, None)
-    return await _read_parts(session, url, accept, headers, single=(media_type.lower(),))
+    parts, status = await _read_parts(session, url, accept, headers, single=(media_type.lower(),))
+    if byte_range is None or status == 206:
+        return parts
+    return _whole_to_range(parts, byte_range, url)
+
+
+def _whole_to_range(
+    parts: list[bytes], byte_range: tuple[int, int | None], url: str
+) -> list[bytes]:
+    """The asked range of a whole body a server sent instead (200, not 206)."""
+    if len(parts) != 1:
+        raise UnexpectedResponseError(
+            f"GET {redact_url(url)}: a byte range was asked, the server sent "
+            f"{len(parts)} whole parts"
+        )
+    first, last = byte_range
+    logger.warning("GET %s: the server ignored the byte range; slicing the whole body",
+                   redact_url(url))  # fmt: skip
+    return [parts[0][first : None if last is None else last + 1]]
 
 
 async def _read_parts(
@@ -98,7 +122,8 @@ async def _read_parts(
     accept: str,
     headers: Mapping[str, str] | None = None,
     single: tuple[str, ...] = (OCTET_STREAM,),
-) -> list[bytes]:
+) -> tuple[list[bytes], int]:
+    """The parts' bodies, and the answer's status."""
     async with session.stream(url, accept, headers=headers, ok=(200, 206)) as response:
         parts = MultipartStream(
             response,
@@ -106,7 +131,7 @@ async def _read_parts(
             single_part_types=single,
             max_parts=session.max_parts,
         )
-        return [await part.read() async for part in parts]
+        return [await part.read() async for part in parts], response.status_code
 
 
 async def retrieve_rendered(
@@ -124,6 +149,8 @@ async def retrieve_rendered(
         if "/instances/" not in path or isinstance(frame, bool) or frame < 1:
             raise DicomWebUsageError("frame needs an instance and a number from 1")
         path += f"/frames/{int(frame)}"
+    if window is not None and len(window) == 2:
+        window = (*window, "linear")  # the standard wants the function; servers refuse 2
     query = rendered_query(viewport, window, quality)
     url = f"{session.roots.wado}{path}/{kind}" + (f"?{query}" if query else "")
     headers = {"Accept": checked_media_type(accept)}

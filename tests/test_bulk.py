@@ -19,6 +19,7 @@ import pytest
 
 from aiodicomweb import (
     AsyncDicomWebClient,
+    DicomWebHTTPError,
     DicomWebTransportError,
     DicomWebUsageError,
     MultipartError,
@@ -318,3 +319,14 @@ async def test_an_invalid_content_length_fails_and_closes_the_connection():
                     await client.search_studies()
             gc.collect()
     assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
+
+
+async def test_a_status_without_reason_phrase_gets_the_standard_one() -> None:
+    def unauthorized(sock: socket.socket) -> None:
+        sock.sendall(b"HTTP/1.1 401 \r\nContent-Length: 0\r\n\r\n")
+
+    with raw_server(lambda path: unauthorized) as url:
+        async with AsyncDicomWebClient(url, retry=None) as client:
+            with pytest.raises(DicomWebHTTPError) as caught:
+                await client.search_studies()
+    assert "401 Unauthorized" in str(caught.value)

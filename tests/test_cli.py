@@ -28,9 +28,12 @@ from aiodicomweb.cli.display import (
     throughput,
 )
 from tests.conftest import AUTH_PASSWORD, AUTH_USER
+from tests.support.certs import Certificates
 from tests.support.corpus import Corpus, delete_study, orthanc_id, stored_bytes
 from tests.support.dicomgen import TEST_CORPUS, SeriesSpec, generate_series
 from tests.support.orthanc import OrthancServer, free_port
+from tests.support.proxy import ForwardProxy
+from tests.support.tls import TlsFront
 
 ROOT = Path(__file__).resolve().parents[1]
 ALPHA, ALPHA_MR, BETA_MULTIFRAME, BETA_RLE, BETA_DEFLATED = TEST_CORPUS
@@ -38,14 +41,19 @@ WRONG_PASSWORD = "not-the-Pa55word-42"
 SUMMARY = re.compile(r"^Downloaded (\d+) instances \([\d.]+ MB\) in [\d.]+ s, [\d.]+ MB/s, into ")
 
 
+# The console script users run (installed with the package), else the module.
+SCRIPT = Path(sys.executable).with_name("aiodicomweb")
+COMMAND = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "aiodicomweb"]
+
+
 def run_cli(*args: str, url: str | None = None, **env: str) -> subprocess.CompletedProcess[str]:
-    """`python -m aiodicomweb ARGS` from the repository root, stdin closed, no DICOMWEB_*."""
+    """`aiodicomweb ARGS` from the repository root, stdin closed, no DICOMWEB_*."""
     environment = {k: v for k, v in os.environ.items() if not k.startswith("DICOMWEB_")}
     if url is not None:
         environment["DICOMWEB_URL"] = url
     environment.update(env)
     return subprocess.run(
-        [sys.executable, "-m", "aiodicomweb", *args],
+        [*COMMAND, *args],
         cwd=ROOT,
         env=environment,
         stdin=subprocess.DEVNULL,
@@ -108,6 +116,25 @@ def test_search_json_lines_are_the_servers_datasets(orthanc: OrthancServer, corp
     assert all(ds["00080060"]["Value"] == ["CT"] for ds in datasets)
 
 
+def test_search_json_and_include_all_carry_the_tables_fields(
+    orthanc: OrthancServer, corpus: Corpus
+):
+    result = run_cli("search", "studies", "--json", url=orthanc.dicomweb_url)
+    assert result.returncode == 0, result.stderr
+    datasets = [json.loads(line) for line in result.stdout.splitlines()]
+    assert datasets and all("00081030" in ds for ds in datasets)  # StudyDescription
+    table = run_cli("search", "studies", "--include", "all", url=orthanc.dicomweb_url)
+    assert table.returncode == 0, table.stderr
+    row = next(r for r in table.stdout.splitlines() if r.startswith(ALPHA.study_uid))
+    assert ALPHA.study_description.split()[0] in row
+
+
+def test_download_without_arguments_names_what_is_required():
+    result = run_cli("download")
+    assert result.returncode == 2
+    assert "required: STUDY, -o/--output" in result.stderr
+
+
 def test_download_study_writes_the_servers_bytes_with_plain_progress_lines(
     orthanc: OrthancServer, corpus: Corpus, tmp_path: Path
 ):
@@ -152,6 +179,31 @@ def test_download_of_some_series_per_instance_is_silent_with_quiet(
         assert_same_as_server(folder, orthanc, corpus)
 
 
+def test_download_makes_missing_parents_and_merges_only_when_asked(
+    orthanc: OrthancServer, corpus: Corpus, tmp_path: Path
+):
+    out = tmp_path / "new" / "root" / "cohort"
+    first = run_cli("download", ALPHA.study_uid, "-o", str(out), url=orthanc.dicomweb_url)
+    assert first.returncode == 0, first.stderr
+    again = run_cli("download", BETA_RLE.study_uid, "-o", str(out), url=orthanc.dicomweb_url)
+    assert again.returncode == 1
+    assert "--merge" in assert_one_error_line(again)
+    merged = run_cli(
+        "download", BETA_RLE.study_uid, "-o", str(out), "--merge", url=orthanc.dicomweb_url
+    )
+    assert merged.returncode == 0, merged.stderr
+    both = corpus.series_uids(ALPHA.study_uid) + corpus.series_uids(BETA_RLE.study_uid)
+    assert sorted(p.name for p in out.iterdir()) == sorted(both)
+    for folder in out.iterdir():
+        assert_same_as_server(folder, orthanc, corpus)
+    twice = run_cli(
+        "download", BETA_RLE.study_uid, "-o", str(out), "--merge", url=orthanc.dicomweb_url
+    )
+    assert twice.returncode == 1
+    assert "already holds series" in assert_one_error_line(twice)
+    assert sorted(p.name for p in out.iterdir()) == sorted(both)
+
+
 def test_metadata_prints_dicom_json(orthanc: OrthancServer, corpus: Corpus):
     spec = ALPHA_MR
     result = run_cli(
@@ -188,6 +240,56 @@ def test_store_a_folder_find_it_and_delete_it(
     deleted = run_cli("delete", "study", spec.study_uid, "--delete-strategy", "orthanc", url=url)
     assert deleted.returncode == 0, deleted.stderr
     assert orthanc_id(orthanc, spec.study_uid, "Study") is None
+
+
+def test_store_reports_skipped_files_and_refuses_a_named_one_that_is_not_dicom(
+    orthanc: OrthancServer, new_study: tuple[SeriesSpec, Path]
+):
+    spec, folder = new_study
+    (folder / "README.txt").write_text("not an instance")
+    stored = run_cli("store", str(folder), url=orthanc.dicomweb_url)
+    assert stored.returncode == 0, stored.stderr
+    assert (
+        stored.stdout.splitlines()[-1]
+        == f"{spec.instances} stored, 0 failed, 1 skipped: not DICOM"
+    )
+    named = run_cli("store", str(folder / "README.txt"), url=orthanc.dicomweb_url)
+    assert named.returncode == 2
+    assert "README.txt: not DICOM" in assert_one_error_line(named)
+
+
+def test_https_with_cacert_and_proxy_and_a_hint_when_the_ca_is_unknown(
+    orthanc_https: TlsFront,
+    corpus: Corpus,
+    certificates: Certificates,
+    forward_proxy: ForwardProxy,
+):
+    url = orthanc_https.dicomweb_url
+    unknown = run_cli("search", "studies", "--retries", "0", url=url)
+    assert unknown.returncode == 1
+    message = assert_one_error_line(unknown)
+    assert "certificate verify failed" in message and "--cacert" in message
+    found = run_cli(
+        "search", "studies", "--cacert", str(certificates.ca), "--proxy", forward_proxy.url,
+        "--json", url=url,
+    )  # fmt: skip
+    assert found.returncode == 0, found.stderr
+    assert ALPHA.study_uid in found.stdout
+    assert forward_proxy.requests == [f"CONNECT 127.0.0.1:{orthanc_https.port} HTTP/1.1"]
+    by_env = run_cli("search", "studies", "--json", url=url, SSL_CERT_FILE=str(certificates.ca))
+    assert by_env.returncode == 0, by_env.stderr
+    both = run_cli("search", "studies", "--insecure", "--cacert", str(certificates.ca), url=url)
+    assert both.returncode == 2
+
+
+def test_search_by_an_iso_date_finds_the_study(orthanc: OrthancServer, corpus: Corpus):
+    result = run_cli("search", "studies", "-m", "StudyDate=2024-01-15", "--json",
+                     url=orthanc.dicomweb_url)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert ALPHA.study_uid in result.stdout
+    bad = run_cli("search", "studies", "-m", "StudyDate=15/01/2024", url=orthanc.dicomweb_url)
+    assert bad.returncode == 2
+    assert "use YYYYMMDD" in assert_one_error_line(bad)
 
 
 def test_store_failure_exits_1_with_a_summary(orthanc: OrthancServer, tmp_path: Path):

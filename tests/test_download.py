@@ -116,13 +116,66 @@ async def test_existing_destination_is_refused_untouched(client, tmp_path):
     assert os.listdir(dest) == ["keep.txt"]
 
 
-async def test_missing_parent_and_file_parent_are_refused(client, tmp_path):
-    with pytest.raises(FileNotFoundError):
-        await client.download_series(ALPHA.study_uid, ALPHA.series_uid, tmp_path / "a" / "b")
+async def test_missing_parents_are_made_like_mkdir_p(client, orthanc, tmp_path):
+    dest = tmp_path / "a" / "b" / "series"
+    result = await client.download_series(ALPHA.study_uid, ALPHA.series_uid, dest)
+    assert result.path == dest
+    assert_series_folder(dest, orthanc, ALPHA)
+    assert os.listdir(tmp_path / "a") == ["b"]
+
+
+async def test_parents_made_for_a_failed_download_are_removed_again(client, tmp_path):
+    with pytest.raises(DicomWebHTTPError):
+        await client.download_series(ALPHA.study_uid, "1.2.3.4", tmp_path / "a" / "b" / "out")
+    assert os.listdir(tmp_path) == []
+
+
+async def test_a_file_parent_and_a_refused_missing_parent_are_errors(client, tmp_path):
     (tmp_path / "file").write_text("x")
-    with pytest.raises(NotADirectoryError):
+    with pytest.raises(NotADirectoryError) as caught:
         await client.download_series(ALPHA.study_uid, ALPHA.series_uid, tmp_path / "file" / "b")
+    assert caught.value.filename == str(tmp_path / "file")
+    with pytest.raises(FileNotFoundError) as missing:
+        await client.download_series(
+            ALPHA.study_uid, ALPHA.series_uid, tmp_path / "a" / "b", create_parent=False
+        )
+    assert missing.value.filename == str(tmp_path / "a")
     assert sorted(os.listdir(tmp_path)) == ["file"]
+
+
+async def test_a_study_merges_into_an_existing_folder_only_when_asked(client, orthanc, tmp_path):
+    dest = tmp_path / "cohort"
+    dest.mkdir()
+    (dest / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError):
+        await client.download_study(BETA_RLE.study_uid, dest)
+    result = await client.download_study(BETA_RLE.study_uid, dest, merge=True)
+    specs = [BETA_MULTIFRAME, BETA_RLE, BETA_DEFLATED]
+    assert sorted(os.listdir(dest)) == sorted([*(s.series_uid for s in specs), "notes.txt"])
+    for spec in specs:
+        assert_series_folder(dest / spec.series_uid, orthanc, spec)
+    assert result.instances == sum(s.instances for s in specs)
+
+
+async def test_a_merge_that_meets_a_series_folder_downloads_nothing(client, tmp_path):
+    dest = tmp_path / "cohort"
+    (dest / BETA_RLE.series_uid).mkdir(parents=True)
+    with pytest.raises(FileExistsError) as caught:
+        await client.download_study(BETA_RLE.study_uid, dest, merge=True)
+    assert caught.value.filename == str(dest / BETA_RLE.series_uid)
+    assert os.listdir(dest) == [BETA_RLE.series_uid]
+    assert os.listdir(dest / BETA_RLE.series_uid) == []
+
+
+async def test_a_failed_merge_leaves_the_folder_as_it_was(client, tmp_path):
+    dest = tmp_path / "cohort"
+    dest.mkdir()
+    (dest / "notes.txt").write_text("mine")
+    with pytest.raises(DicomWebHTTPError):
+        await client.download_study(
+            BETA_RLE.study_uid, dest, merge=True, series_uids=[BETA_RLE.series_uid, "1.2.3.4"]
+        )
+    assert os.listdir(dest) == ["notes.txt"]
 
 
 def _download_as_nobody(url: str, dest: Path) -> str:

@@ -42,6 +42,7 @@ SERIES = "1.2.826.0.1.3680043.8.498.1.1"
 SOP = "1.2.826.0.1.3680043.8.498.1.1.1"
 MULTIPART_TYPE = 'multipart/related; type="application/dicom"; boundary=XX'
 DICOM_JSON = "application/dicom+json"
+OCTET_STREAM = "application/octet-stream"
 
 PASSWORD = "hunter2-secret"
 TOKEN = "tok-SECRET-123"
@@ -896,3 +897,76 @@ async def test_search_pages_with_no_results_yields_nothing(wire: Wire) -> None:
     server = PagingServer(0)
     assert await _pages(wire, server, 10) == []
     assert server.offsets == [0]
+
+
+# -- asking for what the standard names, and tolerating servers that differ ----------------
+
+
+@pytest.mark.anyio
+async def test_json_is_asked_as_dicom_json_and_the_wider_list_only_after_a_406(
+    wire: Wire,
+) -> None:
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.headers["accept"] == DICOM_JSON:
+            return httpx.Response(406)
+        return httpx.Response(200, headers={"Content-Type": "application/json"}, content=b"[]")
+
+    server = Server(answer)
+    async with wire.client(server) as client:
+        assert await client.search_studies() == []
+        assert await client.search_series() == []
+    accepts = [request.headers["accept"] for request in server.requests]
+    assert accepts[0] == DICOM_JSON
+    assert accepts[1] == accepts[2] != DICOM_JSON  # remembered: one refusal per client
+    assert "application/json" in accepts[1]
+
+
+@pytest.mark.anyio
+async def test_a_server_that_takes_dicom_json_is_asked_nothing_else(wire: Wire) -> None:
+    server = Server(json_answer("[]"))
+    async with wire.client(server) as client:
+        await client.search_studies()
+        await client.search_series()
+    assert [r.headers["accept"] for r in server.requests] == [DICOM_JSON, DICOM_JSON]
+
+
+@pytest.mark.anyio
+async def test_a_byte_range_a_server_ignored_is_cut_to_what_was_asked(wire: Wire) -> None:
+    body = bytes(range(256)) * 4
+
+    def whole(request: httpx.Request) -> httpx.Response:
+        assert request.headers["range"] == "bytes=10-19"
+        return httpx.Response(200, headers={"Content-Type": OCTET_STREAM}, content=body)
+
+    async with wire.client(whole) as client:
+        got = await client.retrieve_bulkdata("bulk/1", byte_range=(10, 19))
+        assert got == [body[10:20]]
+
+
+@pytest.mark.anyio
+async def test_a_two_value_window_is_sent_with_the_linear_function(wire: Wire) -> None:
+    server = Server(status(200, {"Content-Type": "image/jpeg"}, b"\xff\xd8jpeg"))
+    async with wire.client(server) as client:
+        await client.retrieve_rendered("1.2", "1.2.3", "1.2.3.4", window=(100.0, 50.0))
+    assert server.requests[0].url.query == b"window=100.0,50.0,linear"
+
+
+@pytest.mark.anyio
+async def test_image_frames_ask_for_the_media_types_own_transfer_syntax(wire: Wire) -> None:
+    frame = b"\xff\xd8jpeg frame"
+
+    def jpeg(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            200,
+            headers={"Content-Type": "multipart/related; type=image/jpeg; boundary=b"},
+            content=b"--b\r\nContent-Type: image/jpeg\r\n\r\n" + frame + b"\r\n--b--\r\n",
+        )
+
+    server = Server(jpeg)
+    async with wire.client(server) as client:
+        got = await client.retrieve_frames("1.2", "1.2.3", "1.2.3.4", [1], media_type="image/jpeg")
+        raw = await client.retrieve_frames("1.2", "1.2.3", "1.2.3.4", [1])
+    assert got == [frame] and raw == [frame]
+    jpeg_accept, raw_accept = (r.headers["accept"] for r in server.requests)
+    assert "transfer-syntax" not in jpeg_accept and 'type="image/jpeg"' in jpeg_accept
+    assert raw_accept.endswith("transfer-syntax=*")

@@ -1,4 +1,4 @@
-"""The legacy adapter as shared/reference/adapter-api.txt documents it, on a real Orthanc."""
+"""The legacy adapter as docs/adapter-api.md documents it, on a real Orthanc."""
 
 from __future__ import annotations
 
@@ -113,8 +113,12 @@ def test_retrieve_series_without_study_subfolder(adapter, orthanc, tmp_path):
 
 
 def test_retrieve_series_os_errors(adapter, tmp_path):
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError) as missing:
         adapter.retrieveSeriesIntoFolder(ALPHA.study_uid, ALPHA.series_uid, str(tmp_path / "no"))
+    assert missing.value.filename == str(tmp_path / "no")  # the missing root, by name
+    with pytest.raises(FileNotFoundError):
+        adapter.retrieveStudyIntoFolder(ALPHA.study_uid, str(tmp_path / "no"))
+    assert os.listdir(tmp_path) == []
     (tmp_path / ALPHA.study_uid / ALPHA.series_uid).mkdir(parents=True)
     with pytest.raises(FileExistsError):
         adapter.retrieveSeriesIntoFolder(ALPHA.study_uid, ALPHA.series_uid, str(tmp_path))

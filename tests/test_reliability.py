@@ -345,7 +345,7 @@ def test_a_parent_made_by_another_download_at_the_same_moment_is_shared(
         real_mkdir(path, *args)
 
     monkeypatch.setattr(os, "mkdir", raced_mkdir)
-    with _bulk_download.parent_created(study / "series-a", create=True):
+    with _bulk_download.parents_created(study / "series-a", create=True):
         pass
     assert study.is_dir()
 
@@ -354,8 +354,8 @@ def test_a_failing_download_never_removes_a_parent_another_one_uses(tmp_path: Pa
     from aiodicomweb import _bulk_download
 
     study = tmp_path / "study"
-    first = _bulk_download.parent_created(study / "series-a", create=True)
-    second = _bulk_download.parent_created(study / "series-b", create=True)
+    first = _bulk_download.parents_created(study / "series-a", create=True)
+    second = _bulk_download.parents_created(study / "series-b", create=True)
     first.__enter__()  # makes the study folder
     second.__enter__()  # finds it there
     failure = RuntimeError("series a failed")
@@ -365,7 +365,7 @@ def test_a_failing_download_never_removes_a_parent_another_one_uses(tmp_path: Pa
     second.__exit__(None, None, None)
     assert study.is_dir()
     with pytest.raises(RuntimeError):
-        with _bulk_download.parent_created(tmp_path / "other" / "series", create=True):
+        with _bulk_download.parents_created(tmp_path / "other" / "series", create=True):
             raise RuntimeError("the only user failed")
     assert not (tmp_path / "other").exists()  # made for it, empty, removed
 

@@ -7,6 +7,7 @@ import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pydicom
 import pytest
 
@@ -108,6 +109,19 @@ async def test_store_refuses_unsupported_items_before_sending(client):
         await client.store([12345])
 
 
+async def test_a_named_file_that_is_not_dicom_is_refused_before_any_request(tmp_path):
+    requests: list[httpx.Request] = []
+    transport = httpx.MockTransport(lambda r: requests.append(r) or httpx.Response(200))
+    (tmp_path / "notes.txt").write_text("not dicom")
+    dicom = tmp_path / "one.dcm"
+    dicom.write_bytes(b"\0" * 128 + b"DICM" + b"\0" * 64)
+    async with AsyncDicomWebClient("http://pacs.test/dicom-web", transport=transport) as client:
+        for items in ([dicom, tmp_path / "notes.txt"], iter([tmp_path / "notes.txt"])):
+            with pytest.raises(DicomWebUsageError, match=r"notes\.txt: not DICOM"):
+                await client.store(items)
+    assert requests == []
+
+
 async def test_store_missing_file_is_an_os_error(client, tmp_path):
     with pytest.raises(FileNotFoundError):
         await client.store([tmp_path / "missing.dcm"])
@@ -126,6 +140,9 @@ async def test_store_directory_walks_filters_and_reports(client, orthanc, fresh_
     assert stored == {i.sop_instance_uid for i in instances[:4]}
     assert [f.source for f in result.failed] == [str(tmp_path / "a" / "broken.dcm")]
     assert orthanc_id(orthanc, instances[4].sop_instance_uid, "Instance") is None
+    skipped = {(Path(s.path).name, s.reason) for s in result.skipped}
+    assert skipped == {("notes.txt", "not DICOM"), ("DICOMDIR", "DICOMDIR")}
+    assert result.summary().endswith("2 skipped: 1 DICOMDIR, 1 not DICOM")
 
 
 async def test_store_directory_of_missing_folder(client, tmp_path):

@@ -470,3 +470,36 @@ def test_redact_url_removes_user_information(url: str, expected: str) -> None:
     redacted = redact_url(url)
     assert redacted == expected
     assert "@" not in redacted.split("?")[0]
+
+
+@pytest.mark.parametrize(
+    ("match", "sent"),
+    [
+        ({"StudyDate": "2024-01-15"}, "StudyDate=20240115"),
+        ({"StudyDate": "2024-01-01-2024-12-31"}, "StudyDate=20240101-20241231"),
+        ({"StudyDate": "-2024-12-31"}, "StudyDate=-20241231"),
+        ({"StudyDate": "20240101-"}, "StudyDate=20240101-"),
+        ({"00080020": "2024-01-15"}, "00080020=20240115"),
+        ({"StudyTime": "08:30-12:00:15.5"}, "StudyTime=0830-120015.5"),
+        ({"AcquisitionDateTime": "2024-01-15T08:30:00"}, "AcquisitionDateTime=20240115083000"),
+        ({"PatientName": "DOE^J*"}, "PatientName=DOE^J*"),  # not a date: untouched
+    ],
+)
+def test_iso_dates_and_times_become_dicom_ones(match, sent):
+    assert build_query(match) == sent
+
+
+@pytest.mark.parametrize(
+    ("match", "form"),
+    [
+        ({"StudyDate": "2024/01/15"}, "not a DA value: use YYYYMMDD"),
+        ({"StudyDate": "15-01-2024"}, "not a DA value"),
+        ({"StudyDate": "2024*"}, "not a DA value"),
+        ({"StudyDate": "-"}, "not a DA value"),
+        ({"StudyTime": "8h30"}, "not a TM value: use HHMMSS"),
+        ({"AcquisitionDateTime": "yesterday"}, "not a DT value"),
+    ],
+)
+def test_a_date_or_time_in_no_known_form_is_refused_with_the_form_expected(match, form):
+    with pytest.raises(DicomWebUsageError, match=form):
+        build_query(match)

@@ -36,9 +36,9 @@ from aiodicomweb import (
     DeleteUnsupportedError,
     DicomWebError,
     DicomWebServerError,
+    DicomWebTransportError,
     DicomWebUsageError,
     DownloadProgress,
-    FailedInstance,
     RetryPolicy,
     StoreResult,
     __version__,
@@ -249,8 +249,8 @@ async def cmd_search(client: AsyncDicomWebClient, args: argparse.Namespace, ui: 
     """`search studies|series|instances`: a table, or DICOM JSON lines with --json."""
     columns = COLUMNS[args.level]
     include: list[str] = list(args.include)
-    if not args.json and "all" not in include:
-        include += [keyword for keyword in columns if keyword not in include]
+    # The table's fields, with --json too; "all" leaves some out on Orthanc.
+    include += [keyword for keyword in columns if keyword not in include]
     results = await client.search(
         args.level,
         getattr(args, "study", None),
@@ -272,13 +272,13 @@ async def cmd_search(client: AsyncDicomWebClient, args: argparse.Namespace, ui: 
 
 
 async def _download_plan(
-    client: AsyncDicomWebClient, study_uid: str, series: Sequence[str], dest: Path
+    client: AsyncDicomWebClient, study_uid: str, series: Sequence[str], dest: Path, merge: bool
 ) -> tuple[list[str], int | None]:
     """The series to download and their instance count, checked against the server."""
     validate_uid(study_uid, "StudyInstanceUID")
     for uid in series:
         validate_uid(uid, "SeriesInstanceUID")
-    check_destination(dest)  # before asking the server anything
+    _check_output(dest, merge)  # before asking the server anything
     counts = await client.list_series(study_uid)
     if not counts:
         raise CliError(f"study {study_uid} not found on the server")
@@ -286,9 +286,29 @@ async def _download_plan(
     missing = [uid for uid in selected if uid not in counts]
     if missing:
         raise CliError(f"not in study {study_uid}: series {', '.join(missing)}")
+    if merge:
+        _check_free(dest, selected)
     known = [counts[uid] for uid in selected]
     total = None if None in known else sum(n for n in known if n is not None)
     return selected, total
+
+
+def _check_output(dest: Path, merge: bool) -> None:
+    if merge and dest.is_dir():
+        return
+    try:
+        check_destination(dest)
+    except FileExistsError:
+        raise CliError(
+            f"{dest} already exists: choose a new folder, or add --merge to put the "
+            "study's series beside what it holds"
+        ) from None
+
+
+def _check_free(dest: Path, series: Sequence[str]) -> None:
+    there = [uid for uid in series if os.path.lexists(dest / uid)]
+    if there:
+        raise CliError(f"{dest} already holds series {', '.join(there)}; nothing was downloaded")
 
 
 def _instances(count: int) -> str:
@@ -317,7 +337,9 @@ def _download_feedback(progress: Progress) -> Callable[[DownloadProgress], None]
 
 async def cmd_download(client: AsyncDicomWebClient, args: argparse.Namespace, ui: Ui) -> int:
     """`download STUDY [SERIES ...] -o DIR`: DIR (new) receives one folder per series."""
-    selected, total = await _download_plan(client, args.study, args.series, args.output)
+    selected, total = await _download_plan(
+        client, args.study, args.series, args.output, args.merge
+    )
     shown = "?" if total is None else str(total)
     ui.info(
         f"Downloading {shown} instances in {len(selected)} series of study {args.study} "
@@ -334,6 +356,7 @@ async def cmd_download(client: AsyncDicomWebClient, args: argparse.Namespace, ui
             concurrency=args.concurrency,
             progress=None if ui.quiet else _download_feedback(progress),
             series_uids=selected,  # listed once, by the plan
+            merge=args.merge,
         )
     finally:
         progress.close()
@@ -347,19 +370,17 @@ StoreFile = tuple[Path, int]
 
 def collect_store_files(
     paths: Sequence[Path], include_regex: str | None
-) -> tuple[list[StoreFile], list[FailedInstance]]:
-    """Files to store with their sizes, and unreadable ones, from files and folders.
-
-    Folders are searched exactly as `store_directory` does (DICM preamble,
-    DICOMDIR skipped, `include_regex` on the relative path); named files are
-    taken as they are.
+) -> tuple[list[StoreFile], StoreResult]:
+    """Files to store with their sizes, and a result listing the unreadable and the
+    skipped ones, from files and folders (as `find_dicom_files` finds them).
 
     Raises:
         FileNotFoundError: a path does not exist.
-        DicomWebUsageError: `include_regex` is invalid.
+        DicomWebUsageError: a named file is not DICOM, or `include_regex` is invalid.
     """
-    files, unreadable = find_dicom_files(paths, include_regex)
-    return [(path, path.stat().st_size) for path in files], unreadable
+    found = find_dicom_files(paths, include_regex)
+    sized = [(path, path.stat().st_size) for path in found.files]
+    return sized, StoreResult((), tuple(found.unreadable), skipped=tuple(found.skipped))
 
 
 async def _store_with_progress(
@@ -390,12 +411,10 @@ async def _store_with_progress(
 
 async def cmd_store(client: AsyncDicomWebClient, args: argparse.Namespace, ui: Ui) -> int:
     """`store PATH...`: exit 1 with a summary when any instance was not stored."""
-    files, unreadable = await anyio.to_thread.run_sync(
-        collect_store_files, args.paths, args.include
-    )
-    if not files and not unreadable:
-        raise CliError("no DICOM files found to store")
-    result, seconds = StoreResult(stored=(), failed=tuple(unreadable)), 0.0
+    files, result = await anyio.to_thread.run_sync(collect_store_files, args.paths, args.include)
+    if not files and not result.failed:
+        raise CliError(f"no DICOM files found to store ({result.summary()})")
+    unreadable, seconds = len(result.failed), 0.0
     if files:
         stored, seconds = await _store_with_progress(client, args, ui, files)
         result = result.merge(stored)
@@ -404,8 +423,10 @@ async def cmd_store(client: AsyncDicomWebClient, args: argparse.Namespace, ui: U
         ui.warn(warning)
     if result.ok:
         ui.result(transfer_summary("Stored", len(result.stored), total, seconds))
+        if result.skipped:
+            ui.result(result.summary())
         return EXIT_OK
-    attempted = len(files) + len(unreadable)
+    attempted = len(files) + unreadable
     ui.result(
         f"Stored {len(result.stored)} of {_instances(attempted)} "
         f"({format_size(total)} sent in {format_seconds(seconds)})"
@@ -507,10 +528,25 @@ def _add_common(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
     )
     add("--token", default=default(None), help="bearer token [env DICOMWEB_TOKEN]")
     add(
+        "--cacert",
+        type=Path,
+        default=default(None),
+        metavar="FILE",
+        help="CA certificates (PEM) to verify the server with, e.g. a hospital's own CA "
+        "[env SSL_CERT_FILE or REQUESTS_CA_BUNDLE; SSL_CERT_DIR for a folder]",
+    )
+    add(
         "--insecure",
         action="store_true",
         default=default(False),
-        help="do not verify TLS certificates",
+        help="do not verify TLS certificates (prefer --cacert)",
+    )
+    add(
+        "--proxy",
+        default=default(None),
+        metavar="URL",
+        help="HTTP(S) proxy, e.g. http://proxy:3128 [env HTTPS_PROXY, HTTP_PROXY, ALL_PROXY, "
+        "NO_PROXY]",
     )
     add(
         "--timeout",
@@ -614,7 +650,7 @@ def _add_download(commands: Any) -> list[argparse.ArgumentParser]:
     )
     parser.add_argument("study", metavar="STUDY")
     parser.add_argument(
-        "series", metavar="SERIES", nargs="*", help="only these series (default: all)"
+        "series", metavar="SERIES", nargs="*", default=[], help="only these series (default: all)"
     )
     parser.add_argument(
         "-o",
@@ -622,8 +658,15 @@ def _add_download(commands: Any) -> list[argparse.ArgumentParser]:
         required=True,
         type=Path,
         metavar="DIR",
-        help="folder to create (must not exist); receives DIR/<SERIES>/"
-        "file000000.dcm ... and appears complete or not at all",
+        help="folder to create (missing parents are made; DIR itself must not exist "
+        "unless --merge); receives DIR/<SERIES>/file000000.dcm ... and appears "
+        "complete or not at all",
+    )
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="DIR may exist: add the study's series beside what it holds "
+        "(a series folder already there is refused)",
     )
     parser.add_argument(
         "--strategy",
@@ -770,8 +813,14 @@ def client_options(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     if not url:
         raise CliError("no server URL: give --url or set DICOMWEB_URL", EXIT_USAGE)
     options: dict[str, Any] = {"auth": _credentials(args)}
+    if args.insecure and args.cacert is not None:
+        raise CliError("--insecure and --cacert contradict each other: give one", EXIT_USAGE)
     if args.insecure:
         options["verify"] = False
+    elif args.cacert is not None:
+        options["verify"] = str(args.cacert)
+    if args.proxy is not None:
+        options["proxy"] = args.proxy
     if args.timeout is not None:
         options["timeout"] = httpx.Timeout(args.timeout, connect=min(args.timeout, 10.0))
     if args.min_rate is not None:
@@ -807,6 +856,11 @@ def error_message(error: BaseException) -> str:
     if isinstance(error, OSError) and not isinstance(error, DicomWebError) and error.strerror:
         return f"{error.strerror}: {error.filename}" if error.filename else error.strerror
     text = str(error) or type(error).__name__
+    if isinstance(error, DicomWebTransportError) and "certificate verify failed" in text:
+        text += (
+            "; if the server's certificate comes from a private CA, pass it with --cacert "
+            "FILE (or set SSL_CERT_FILE); behind a TLS-inspecting proxy, its CA and --proxy URL"
+        )
     if not isinstance(error, (CliError, DicomWebError, OSError, ValueError)):
         text = f"unexpected {type(error).__name__}: {text} (run with --debug for details)"
     return text
