@@ -16,43 +16,65 @@ INSTALL_SCRIPT = ROOT / "scripts" / "install-orthanc.sh"
 sys.path.insert(0, str(ROOT))  # the fixtures' Orthanc and nginx lookups (standard library only)
 
 from tests.support.orthanc import (  # noqa: E402
-    INSTALL_HINT,
+    OrthancSettingError,
     OrthancUnavailableError,
     find_orthanc,
 )
-from tests.support.tls import INSTALL_HINT as NGINX_INSTALL_HINT  # noqa: E402
 from tests.support.tls import NginxUnavailableError, find_nginx  # noqa: E402
 
 nox.options.sessions = ["lint", "typecheck", "tests"]
 nox.options.reuse_venv = "yes"
 
 
-def nginx_missing() -> bool:
-    """Whether the HTTPS tests' nginx front is missing (the same lookup as the fixtures)."""
+def missing_servers(purpose: str, *, nginx: bool) -> tuple[list[str], bool]:
+    """What stops `purpose` ("the tests", "the demo") from starting its servers, if anything.
+
+    Returns the problems, one message each, and whether installing can solve them
+    (it cannot when ORTHANC_BIN, ORTHANC_DICOMWEB_PLUGIN or NGINX_BIN names a bad path).
+    The lookups are the fixtures' own.
+    """
+    problems: list[str] = []
+    installable = True
     try:
-        find_nginx()
-        return False
-    except NginxUnavailableError:
-        return True
+        find_orthanc(purpose)
+    except OrthancSettingError as error:
+        problems.append(str(error))
+        installable = False
+    except OrthancUnavailableError as error:
+        problems.append(str(error))
+    if nginx:
+        try:
+            find_nginx()
+        except NginxUnavailableError as error:
+            if os.environ.get("NGINX_BIN"):
+                problems.append(str(error))
+                installable = False
+            elif problems:
+                problems.append(
+                    f"nginx, the TLS front of the HTTPS ones among {purpose}, is missing too: "
+                    "the same script installs it, or set NGINX_BIN to an nginx binary."
+                )
+            else:
+                problems.append(
+                    f"nginx is needed for {purpose}, as the TLS front of the HTTPS ones, and "
+                    "it is not installed. Install it with `sudo scripts/install-orthanc.sh` "
+                    "(Debian and Ubuntu: package nginx), or set NGINX_BIN to an nginx binary."
+                )
+    return problems, installable
 
 
-def ensure_orthanc(session: nox.Session) -> None:
-    """Install Orthanc and nginx through the project's script when possible, else stop clearly."""
-    try:
-        find_orthanc()  # the same lookup as the test fixtures
-        if not nginx_missing():
-            return
-    except OrthancUnavailableError:
-        pass
-    if os.geteuid() == 0 and shutil.which("apt-get"):
-        session.log("Orthanc or nginx is missing: installing them with scripts/install-orthanc.sh")
-        subprocess.run(["bash", str(INSTALL_SCRIPT)], check=True)
-        return
-    session.error(
-        "Orthanc with its DICOMweb plugin, and nginx, are required for the integration tests. "
-        + INSTALL_HINT
-        + (" " + NGINX_INSTALL_HINT if nginx_missing() else "")
-    )
+def ensure_servers(session: nox.Session, purpose: str, *, nginx: bool = True) -> None:
+    """Orthanc (and nginx) for `purpose`, installed by the project's script when possible."""
+    problems, installable = missing_servers(purpose, nginx=nginx)
+    if problems and installable and os.geteuid() == 0 and shutil.which("apt-get"):
+        session.log("Installing what is missing with scripts/install-orthanc.sh")
+        status = subprocess.run(["bash", str(INSTALL_SCRIPT)], check=False).returncode
+        if status != 0:
+            session.error(f"scripts/install-orthanc.sh failed with status {status}")
+        problems, installable = missing_servers(purpose, nginx=nginx)
+    if problems:
+        # nox ends the message with a full stop of its own.
+        session.error(" ".join(problems).removesuffix("."))
 
 
 def install_project(session: nox.Session, *groups: str) -> None:
@@ -65,7 +87,7 @@ def install_project(session: nox.Session, *groups: str) -> None:
 @nox.parametrize("pydicom", ["3", "2.4"])
 def tests(session: nox.Session, pydicom: str) -> None:
     """Run the test suite against real Orthanc servers, with pydicom 3.x and 2.4."""
-    ensure_orthanc(session)
+    ensure_servers(session, "the tests")
     install_project(session, "test")
     session.install(f"pydicom=={pydicom}.*")
     session.run("pytest", *session.posargs)
@@ -89,14 +111,15 @@ def typecheck(session: nox.Session) -> None:
 @nox.session
 def demo(session: nox.Session) -> None:
     """The end-to-end demo against a local Orthanc that it starts itself."""
-    ensure_orthanc(session)
+    ensure_servers(session, "the demo", nginx=False)
     install_project(session, "test")
-    session.run("python", "scripts/demo.py", *session.posargs)
+    # Ctrl-C (ending `-- --keep-server`, say): time for the demo to stop Orthanc and clean up.
+    session.run("python", "scripts/demo.py", *session.posargs, interrupt_timeout=30)
 
 
 @nox.session
 def bench(session: nox.Session) -> None:
     """Benchmarks against baselines measured in the same run (see benchmarks/README.md)."""
-    ensure_orthanc(session)
+    ensure_servers(session, "the benchmarks")
     install_project(session, "test", "bench")
     session.run("python", "benchmarks/run_all.py", *session.posargs)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gc
 import json
+import logging
+import re
 from typing import Any
 
 from aiodicomweb._exceptions import UnexpectedResponseError
@@ -27,6 +29,8 @@ SERIES_INSTANCE_UID = "0020000E"
 SOP_INSTANCE_UID = "00080018"
 NUMBER_OF_SERIES_RELATED_INSTANCES = "00201209"
 _GC_PAUSE_BYTES = 16 * 1024  # a 20-instance listing (35 KB) is 3,000 objects
+_TAG = re.compile(r"[0-9A-Fa-f]{8}")
+logger = logging.getLogger("aiodicomweb")
 
 
 def loads(data: bytes) -> Any:
@@ -73,6 +77,9 @@ def dataset_list(
             return []
         raise UnexpectedResponseError(f"{what}: empty answer")
     data = json_document(body, what, content_type)
+    if isinstance(data, dict) and data and all(_TAG.fullmatch(str(key)) for key in data):
+        logger.warning("%s: a DICOM JSON object where an array belongs; read as one", what)
+        data = [data]
     if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
         raise UnexpectedResponseError(f"{what}: expected a JSON array of objects")
     return data

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator, Iterable, Mapping
 
 from aiodicomweb._dicom_json import JSON, STUDY_INSTANCE_UID, first_value
@@ -15,6 +16,8 @@ __all__ = ["find_study_uid", "search", "search_pages"]
 logger = logging.getLogger("aiodicomweb")
 
 Match = Mapping[str | int, object]
+# RFC 7234 warn-code 299 with the text servers use for a capped answer.
+_MORE = re.compile(r"\b299\b.*\b(additional|more)\b.*\bresults?\b", re.IGNORECASE)
 Fields = Iterable[str | int] | str
 
 
@@ -30,11 +33,29 @@ async def search(
     limit: int | None,
     offset: int | None,
 ) -> list[JSON]:
-    """See `AsyncDicomWebClient.search`."""
+    """See `AsyncDicomWebClient.search`.
+
+    A server that caps its answer and says so (`Warning: 299 ... additional
+    results`) is asked for the rest, page by page, up to `limit`.
+    """
     query = build_query(
         match, include_fields=include_fields, fuzzy=fuzzy, limit=limit, offset=offset
     )
-    return await session.search(level, study_uid, series_uid, query)
+    results, warning = await session.search_page(level, study_uid, series_uid, query)
+    if not results or warning is None or not _MORE.search(warning):
+        return results
+    if limit is not None and len(results) >= limit:
+        return results
+    logger.info("the server capped its answer at %d results; asking for the rest", len(results))
+    async for page in search_pages(
+        session, level, study_uid, series_uid, match, page_size=len(results),
+        include_fields=include_fields, fuzzy=fuzzy, start=(offset or 0) + len(results),
+        previous=results,
+    ):  # fmt: skip
+        results += page
+        if limit is not None and len(results) >= limit:
+            return results[:limit]
+    return results
 
 
 async def search_pages(
@@ -47,22 +68,27 @@ async def search_pages(
     page_size: int,
     include_fields: Fields | None,
     fuzzy: bool | None,
+    start: int = 0,
+    previous: list[JSON] | None = None,
 ) -> AsyncIterator[list[JSON]]:
-    """See `AsyncDicomWebClient.search_pages`."""
+    """See `AsyncDicomWebClient.search_pages`.
+
+    A short page is not the end (servers cap pages below `limit`): the walk ends
+    on an empty page, or when the server ignores `offset` (the same page again).
+    """
     positive_integer("page_size", page_size)
-    offset, previous = 0, None
+    offset = start
     while True:
-        page = await search(
-            session, level, study_uid, series_uid, match,
-            include_fields=include_fields, fuzzy=fuzzy, limit=page_size, offset=offset,
-        )  # fmt: skip
-        if not page or page == previous:
-            if page:
-                logger.warning("server ignores QIDO offset; stopped after %d results", offset)
+        query = build_query(
+            match, include_fields=include_fields, fuzzy=fuzzy, limit=page_size, offset=offset
+        )
+        page, _ = await session.search_page(level, study_uid, series_uid, query)
+        if not page:
+            return
+        if page == previous:
+            logger.warning("the server ignores QIDO offset; stopped after %d results", offset)
             return
         yield page
-        if len(page) < page_size:
-            return
         offset, previous = offset + len(page), page
 
 

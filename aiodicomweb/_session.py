@@ -162,19 +162,36 @@ class Session:
         self, url: str, *, ok: Collection[int] = (200,), allow_empty: bool = False
     ) -> list[JSON]:
         """The DICOM JSON datasets a GET answers with (204 is none, when allowed)."""
+        datasets, _ = await self._datasets(url, ok, allow_empty)
+        return datasets
+
+    async def _datasets(
+        self, url: str, ok: Collection[int], allow_empty: bool
+    ) -> tuple[list[JSON], httpx.Response]:
         response = await self.accepting_json("GET", url, ok=ok)
         body = b"" if response.status_code == 204 else response.content
-        return dataset_list(
+        datasets = dataset_list(
             body, redact_url(url), _content_type(response), allow_empty=allow_empty
         )
+        return datasets, response
 
     async def search(
         self, level: Level, study_uid: str | None, series_uid: str | None, query: str
     ) -> list[JSON]:
         """One QIDO-RS request; no match (204, an empty body) is an empty list."""
+        datasets, _ = await self.search_page(level, study_uid, series_uid, query)
+        return datasets
+
+    async def search_page(
+        self, level: Level, study_uid: str | None, series_uid: str | None, query: str
+    ) -> tuple[list[JSON], str | None]:
+        """One QIDO-RS request: its datasets, and its `Warning` header, if any (servers
+        that cap an answer say there are more results in it)."""
         url = self.roots.qido + qido_path(level, study_uid, series_uid)
         url = f"{url}?{query}" if query else url
-        return await self.datasets(url, ok=(200, 204), allow_empty=True)
+        datasets, response = await self._datasets(url, (200, 204), True)
+        warning: str | None = response.headers.get("warning")
+        return datasets, warning
 
     async def list_series(self, study_uid: str) -> dict[str, int | None]:
         """A study's series UIDs, each checked as a safe folder name, with their

@@ -185,7 +185,7 @@ def measure(
 
 
 def start_orthanc(cache_mb: int = 1024) -> OrthancServer:
-    return OrthancServer(storage_cache_mb=cache_mb).start()
+    return OrthancServer(storage_cache_mb=cache_mb, purpose="the benchmarks").start()
 
 
 @dataclass

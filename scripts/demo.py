@@ -1,9 +1,9 @@
 """The README's first command (`nox -s demo`): aiodicomweb end to end against a local Orthanc.
 
 Starts a throw-away Orthanc with its DICOMweb plugin, writes a generated study
-(4 series x 75 instances of 256x256, 16-bit) to a temporary folder, then drives
-the `aiodicomweb` command line through its `main()`, exactly what the shell
-runs:
+(4 series x 75 instances of 512x512, 16-bit: 157 MB) to a temporary folder,
+then drives the `aiodicomweb` command line through its `main()`, exactly what
+the shell runs:
 
 1. store the folder (STOW-RS, concurrent requests, progress);
 2. search for it (QIDO-RS tables);
@@ -12,19 +12,27 @@ runs:
    wrote, matched by SOPInstanceUID;
 5. delete the study (Orthanc's REST API) and show that QIDO no longer finds it.
 
-Then it prints a summary with throughput. Temporary folders and the server are
-removed on the way out. The exit status is non-zero if any step fails.
+Then it prints a summary with the throughput each command reported (earlier
+writes are flushed to disk before each transfer, so that its figure is its
+own). Temporary folders and the server are removed on the way out; with
+--keep-server the sample study is stored again and Orthanc keeps running until
+Ctrl-C, to explore with the command line. The exit status is non-zero if any
+step fails.
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import io
 import os
+import signal
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import TextIO, TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -37,7 +45,9 @@ from tests.support.orthanc import OrthancServer, OrthancUnavailableError
 STUDY = 4242
 SERIES = 4
 INSTANCES_PER_SERIES = 75
+ROWS = COLUMNS = 512  # 157 MB: a download long enough to time
 MB = 1_000_000
+EXIT_INTERRUPTED = 130  # the command line's status after Ctrl-C
 T = TypeVar("T")
 
 
@@ -45,20 +55,52 @@ class DemoError(Exception):
     """A step did not do what it should."""
 
 
-def step(title: str, action: Callable[[], T]) -> tuple[T, float]:
-    """Run one titled step; returns its result and its wall time."""
+class Tee(io.StringIO):
+    """Keeps what is written to it, and writes it through to `stream` too."""
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__()
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        self.stream.write(text)
+        return super().write(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def isatty(self) -> bool:
+        return self.stream.isatty()
+
+
+def step(title: str, action: Callable[[], T]) -> T:
+    """Run one titled step."""
     print(f"\n== {title}", flush=True)
-    started = time.perf_counter()
-    result = action()
-    return result, time.perf_counter() - started
+    return action()
 
 
-def run_cli(*args: str) -> None:
-    """`aiodicomweb ARGS`, through the command's own `main()` (the URL is in DICOMWEB_URL)."""
+def run_cli(*args: str) -> list[str]:
+    """`aiodicomweb ARGS` through the command's own `main()`; returns its output lines.
+
+    The URL is in DICOMWEB_URL.
+    """
     print(f"$ aiodicomweb {' '.join(args)}", flush=True)
-    status = cli.main(list(args))
+    output = Tee(sys.stdout)
+    with contextlib.redirect_stdout(output):
+        status = cli.main(list(args))
+    if status == EXIT_INTERRUPTED:
+        raise KeyboardInterrupt
     if status != 0:
         raise DemoError(f"`aiodicomweb {args[0]}` exited with status {status}")
+    return output.getvalue().splitlines()
+
+
+def transfer_figure(lines: list[str], verb: str) -> str:
+    """The command's own summary of a transfer: "Stored 300 instances (157.5 MB) in ..."."""
+    summaries = [line for line in lines if line.startswith(f"{verb} ")]
+    if not summaries:
+        raise DemoError(f"the command printed no line starting with {verb!r}")
+    return summaries[-1].partition(", into ")[0]  # the folder is gone by the summary
 
 
 def generate(folder: Path) -> dict[str, Path]:
@@ -69,6 +111,8 @@ def generate(folder: Path) -> dict[str, Path]:
             study=STUDY,
             series=number,
             instances=INSTANCES_PER_SERIES,
+            rows=ROWS,
+            columns=COLUMNS,
             study_description="aiodicomweb demo",
             patient_name="DEMO^PATIENT",
             patient_id="DEMO-1",
@@ -117,40 +161,108 @@ def delete_and_check(url: str, study_uid: str) -> None:
             raise DemoError("QIDO still finds the deleted study")
 
 
+def flush_writes() -> None:
+    """Put earlier writes on disk, so that the next transfer's figure is its own.
+
+    Without this, the download paid for flushing the sample and Orthanc's copy,
+    and its figure varied by half from run to run.
+    """
+    if hasattr(os, "sync"):  # not on Windows
+        os.sync()
+
+
 def run(server: OrthancServer, work: Path) -> None:
     """Every step in order; raises DemoError at the first that fails."""
     study_uid = SeriesSpec(study=STUDY, series=1, instances=1).study_uid
     source, download = work / "source", work / "download"
-    originals, _ = step("Generate a sample study", lambda: generate(source))
-    size = sum(path.stat().st_size for path in originals.values()) / MB
-    _, store_s = step("Store it (STOW-RS)", lambda: run_cli("store", str(source)))
+    originals = step("Generate a sample study", lambda: generate(source))
+    flush_writes()
+    stored = step("Store it (STOW-RS)", lambda: run_cli("store", str(source)))
     step("Search (QIDO-RS)", lambda: search(study_uid))
-    _, download_s = step(
+    flush_writes()
+    downloaded = step(
         "Download the study, four series at once (WADO-RS)",
         lambda: run_cli("download", study_uid, "-o", str(download), "--series-concurrency", "4"),
     )
-    count, _ = step("Verify every byte", lambda: verify(download, originals))
+    count = step("Verify every byte", lambda: verify(download, originals))
     step("Delete it and search again", lambda: delete_and_check(server.dicomweb_url, study_uid))
-    print("\n== Summary (wall time of each command)")
-    print(f"  {count} instances, {size:.1f} MB: stored, found, downloaded, verified, deleted")
-    print(f"  store:    {store_s:.2f} s, {size / store_s:.1f} MB/s")
-    print(f"  download: {download_s:.2f} s, {size / download_s:.1f} MB/s")
+    print("\n== Summary (the throughput each command reported)")
+    print(f"  {count} instances: stored, found, downloaded, verified, deleted")
+    print(f"  store:    {transfer_figure(stored, 'Stored')}")
+    print(f"  download: {transfer_figure(downloaded, 'Downloaded')}")
 
 
-def main() -> int:
+def cli_hint() -> str:
+    """Where `aiodicomweb` is, when it comes with the interpreter running the demo."""
+    script = Path(sys.executable).parent / "aiodicomweb"
+    if not script.exists():
+        return "  (or: python -m aiodicomweb, from this folder)"
+    with contextlib.suppress(ValueError):
+        script = script.relative_to(Path.cwd())
+    return f"  (aiodicomweb is {script}, in the demo's environment)"
+
+
+def keep_serving(server: OrthancServer, source: Path) -> None:
+    """Store the sample study again and keep Orthanc running until Ctrl-C."""
+    with DicomWebClient(server.dicomweb_url) as client:
+        stored = client.store_directory(source)
+    if not stored.ok:
+        raise DemoError(f"storing the sample study again failed: {stored.summary()}")
+    url = server.dicomweb_url
+    print("\n== Orthanc keeps running, with the sample study stored again, until Ctrl-C")
+    print(f"DICOMweb URL: {url}")
+    print(f"  $ aiodicomweb --url {url} search studies")
+    print(cli_hint(), flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        print("\nStopping Orthanc", flush=True)
+
+
+def parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="scripts/demo.py",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--keep-server",
+        action="store_true",
+        help="after the demo, store the sample study again, print the server's DICOMweb URL "
+        "and keep Orthanc running until Ctrl-C",
+    )
+    return parser.parse_args(argv)
+
+
+def _terminate(signum: int, frame: object) -> None:
+    """SIGTERM unwinds like Ctrl-C, so that Orthanc and the temporary folders go too."""
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse(argv)
+    signal.signal(signal.SIGTERM, _terminate)
     started = time.perf_counter()
     try:
-        with OrthancServer() as server, tempfile.TemporaryDirectory(prefix="demo-") as work:
+        with (
+            OrthancServer(purpose="the demo") as server,
+            tempfile.TemporaryDirectory(prefix="demo-") as work,
+        ):
             os.environ["DICOMWEB_URL"] = server.dicomweb_url
             print(f"Orthanc is up (throw-away storage in {server.workdir})")
             print(f"$ export DICOMWEB_URL={server.dicomweb_url}")
             run(server, Path(work))
+            print(f"  total:    {time.perf_counter() - started:.1f} s")
+            if args.keep_server:
+                keep_serving(server, Path(work) / "source")
     except (DemoError, OrthancUnavailableError) as error:
         print(f"\nDEMO FAILED: {error}", file=sys.stderr)
         return 1
-    print(
-        f"  total:    {time.perf_counter() - started:.1f} s; Orthanc stopped, temp folders removed"
-    )
+    except KeyboardInterrupt:
+        print("\nDemo interrupted; Orthanc stopped, temporary folders removed", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print("Orthanc stopped, temporary folders removed")
     return 0
 
 

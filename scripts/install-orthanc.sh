@@ -4,11 +4,14 @@
 # instances: Orthanc on loopback, and nginx as a TLS front for the HTTPS tests
 # (tests/support/tls.py).
 set -euo pipefail
+# The tests run this script against a scratch folder standing for / (system paths only).
+root=${INSTALL_ORTHANC_TEST_ROOT:-}
 
 # /usr/sbin is not on every user's PATH, so look there too.
 have_nginx() { command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; }
+have_orthanc() { command -v Orthanc >/dev/null 2>&1 || [ -x /usr/sbin/Orthanc ]; }
 
-if command -v Orthanc >/dev/null 2>&1 && dpkg -s orthanc-dicomweb >/dev/null 2>&1 && have_nginx; then
+if have_orthanc && dpkg -s orthanc-dicomweb >/dev/null 2>&1 && have_nginx; then
     echo "install-orthanc: Orthanc, orthanc-dicomweb and nginx are already installed"
     exit 0
 fi
@@ -24,7 +27,7 @@ fi
 # Debian's maintainer scripts try to start the system services (Orthanc on port
 # 8042, nginx on port 80); a policy-rc.d that answers 101 forbids that for the
 # duration of the install.
-policy=/usr/sbin/policy-rc.d
+policy=$root/usr/sbin/policy-rc.d
 created_policy=0
 if [ ! -e "$policy" ]; then
     printf '#!/bin/sh\nexit 101\n' >"$policy"
@@ -34,18 +37,40 @@ fi
 cleanup() { if [ "$created_policy" = 1 ]; then rm -f "$policy"; fi; }
 trap cleanup EXIT
 
+# The process id of a system service (systemd's main pid, else the one its pid file
+# names), if it is running; empty otherwise.
+service_pid() {
+    local name=$1 pid_file=$2 pid=
+    if [ -d "$root/run/systemd/system" ] && command -v systemctl >/dev/null 2>&1; then
+        pid=$(systemctl show --property MainPID --value "$name.service" 2>/dev/null || true)
+        [ "$pid" = 0 ] && pid=
+    fi
+    if [ -z "$pid" ] && [ -s "$pid_file" ]; then
+        pid=$(cat "$pid_file")
+    fi
+    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then echo "$pid"; fi
+}
+
+# What runs now is the user's and stays; only a service the install started is stopped.
+orthanc_before=$(service_pid orthanc "$root/run/orthanc.pid")
+nginx_before=$(service_pid nginx "$root/run/nginx.pid")
+
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 # On bookworm `nginx` itself is the minimal build (nginx-light only adds a module).
 apt-get install -y -qq --no-install-recommends orthanc orthanc-dicomweb nginx >/dev/null
 
-# Belt and braces: if a service started anyway, stop it.
-if pgrep -x Orthanc >/dev/null 2>&1; then
-    service orthanc stop >/dev/null 2>&1 || pkill -x Orthanc || true
-fi
-# Only the system nginx writes /run/nginx.pid; the tests' own nginx instances keep
-# their pid files in throw-away folders and must survive a rerun of this script.
-if [ -s /run/nginx.pid ] && kill -0 "$(cat /run/nginx.pid)" 2>/dev/null; then
-    service nginx stop >/dev/null 2>&1 || kill "$(cat /run/nginx.pid)" || true
-fi
+# Belt and braces, should a pre-existing policy-rc.d have let a service start: stop
+# that service's own process, never another Orthanc or nginx (the tests' own
+# instances, a user's server).
+stop_if_started() {
+    local name=$1 pid_file=$2 before=$3 pid
+    pid=$(service_pid "$name" "$pid_file")
+    if [ -n "$pid" ] && [ "$pid" != "$before" ]; then
+        echo "install-orthanc: stopping the $name service the install started (pid $pid)"
+        kill "$pid" 2>/dev/null || true
+    fi
+}
+stop_if_started orthanc "$root/run/orthanc.pid" "$orthanc_before"
+stop_if_started nginx "$root/run/nginx.pid" "$nginx_before"
 echo "install-orthanc: installed $(dpkg-query -W -f='${Version}' orthanc) with orthanc-dicomweb $(dpkg-query -W -f='${Version}' orthanc-dicomweb) and nginx $(dpkg-query -W -f='${Version}' nginx)"

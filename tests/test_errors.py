@@ -785,7 +785,7 @@ async def test_qido_no_results_is_an_empty_list(answer: Answer, wire: Wire) -> N
 @pytest.mark.parametrize(
     ("answer", "named"),
     [
-        pytest.param(json_answer('{"00100010": {}}'), "array", id="object-not-array"),
+        pytest.param(json_answer('{"error": "no such study"}'), "array", id="object-not-dicom"),
         pytest.param(json_answer("[1, 2]"), "array", id="array-of-numbers"),
         pytest.param(json_answer('[{"a": 1}, "x"]'), "array", id="mixed-array"),
         pytest.param(json_answer("[{"), "not JSON", id="broken-json"),
@@ -826,25 +826,36 @@ def _dataset(number: int) -> dict[str, object]:
 class PagingServer(Server):
     """Serves `total` results honouring limit/offset, or one fixed page when `ignore_offset`."""
 
-    def __init__(self, total: int, *, ignore_offset: bool = False, empty: Answer | None = None):
+    def __init__(
+        self,
+        total: int,
+        *,
+        ignore_offset: bool = False,
+        empty: Answer | None = None,
+        cap: int | None = None,
+    ):
         super().__init__(self.page)
         self.total = total
         self.ignore_offset = ignore_offset
         self.empty = empty
+        self.cap = cap  # at most this many per answer, with a Warning when more remain
         self.offsets: list[int] = []
         self.limits: list[int] = []
 
     def page(self, request: httpx.Request) -> httpx.Response:
-        offset = int(request.url.params["offset"])
-        limit = int(request.url.params["limit"])
+        offset = int(request.url.params.get("offset", 0))
+        limit = int(request.url.params.get("limit", self.total))
         self.offsets.append(offset)
         self.limits.append(limit)
         start = 0 if self.ignore_offset else offset
-        numbers = range(start, min(start + limit, self.total))
+        numbers = range(start, min(start + limit, start + (self.cap or limit), self.total))
         if not numbers and self.empty is not None:
             return self.empty(request)
+        headers = {"Content-Type": DICOM_JSON}
+        if self.cap is not None and numbers and numbers[-1] + 1 < self.total:
+            headers["Warning"] = '299 pacs.test "There are additional results to request"'
         body = json.dumps([_dataset(n) for n in numbers]).encode()
-        return httpx.Response(200, headers={"Content-Type": DICOM_JSON}, content=body)
+        return httpx.Response(200, headers=headers, content=body)
 
 
 async def _pages(wire: Wire, server: Server, page_size: int) -> list[list[dict[str, object]]]:
@@ -855,12 +866,12 @@ async def _pages(wire: Wire, server: Server, page_size: int) -> list[list[dict[s
 
 
 @pytest.mark.anyio
-async def test_search_pages_stops_on_a_short_page(wire: Wire) -> None:
+async def test_search_pages_ends_on_an_empty_page_not_a_short_one(wire: Wire) -> None:
     server = PagingServer(5)
     pages = await _pages(wire, server, 2)
     assert pages == [[_dataset(0), _dataset(1)], [_dataset(2), _dataset(3)], [_dataset(4)]]
-    assert server.offsets == [0, 2, 4]
-    assert server.limits == [2, 2, 2]
+    assert server.offsets == [0, 2, 4, 5]
+    assert server.limits == [2, 2, 2, 2]
     assert all(r.url.path == f"/dicom-web/studies/{STUDY}/instances" for r in server.requests)
 
 
@@ -893,6 +904,37 @@ async def test_search_pages_stops_when_the_server_ignores_offset(
 
 
 @pytest.mark.anyio
+async def test_search_pages_walks_past_pages_a_server_caps_below_the_limit(wire: Wire) -> None:
+    server = PagingServer(7, cap=2)
+    pages = await _pages(wire, server, 5)
+    assert [len(page) for page in pages] == [2, 2, 2, 1]
+    assert [ds for page in pages for ds in page] == [_dataset(n) for n in range(7)]
+    assert server.offsets == [0, 2, 4, 6, 7]
+
+
+@pytest.mark.anyio
+async def test_a_search_a_server_capped_with_a_warning_is_completed(wire: Wire) -> None:
+    server = PagingServer(7, cap=3)
+    async with wire.client(server) as client:
+        everything = await client.search_instances(STUDY)
+        first_five = await client.search_instances(STUDY, limit=5)
+    assert everything == [_dataset(n) for n in range(7)]
+    assert first_five == [_dataset(n) for n in range(5)]
+
+
+@pytest.mark.anyio
+async def test_a_capped_search_on_a_server_that_ignores_offset_says_it_stopped(
+    caplog: pytest.LogCaptureFixture, wire: Wire
+) -> None:
+    caplog.set_level(logging.WARNING, logger="aiodicomweb")
+    server = PagingServer(7, cap=3, ignore_offset=True)
+    async with wire.client(server) as client:
+        found = await client.search_instances(STUDY)
+    assert found == [_dataset(n) for n in range(3)]
+    assert any("stopped after 3 results" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.anyio
 async def test_search_pages_with_no_results_yields_nothing(wire: Wire) -> None:
     server = PagingServer(0)
     assert await _pages(wire, server, 10) == []
@@ -900,6 +942,19 @@ async def test_search_pages_with_no_results_yields_nothing(wire: Wire) -> None:
 
 
 # -- asking for what the standard names, and tolerating servers that differ ----------------
+
+
+@pytest.mark.anyio
+async def test_a_dicom_json_object_where_an_array_belongs_is_read_as_one_dataset(
+    caplog: pytest.LogCaptureFixture, wire: Wire
+) -> None:
+    caplog.set_level(logging.WARNING, logger="aiodicomweb")
+    dataset = {"0020000D": {"vr": "UI", "Value": [STUDY]}}
+    server = Server(json_answer(json.dumps(dataset)))
+    async with wire.client(server) as client:
+        assert await client.search_studies() == [dataset]
+        assert await client.retrieve_study_metadata(STUDY) == [dataset]
+    assert any("object where an array belongs" in r.getMessage() for r in caplog.records)
 
 
 @pytest.mark.anyio

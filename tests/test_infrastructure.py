@@ -1,5 +1,6 @@
-"""Smoke tests that prove the test infrastructure itself: Orthanc, auth, corpus, and
-the nginx TLS fronts and forward proxy of the HTTPS tests (standard library clients only).
+"""Smoke tests that prove the test infrastructure itself: Orthanc, auth, corpus, the
+nginx TLS fronts and forward proxy of the HTTPS tests (standard library clients only),
+and the Orthanc lookup and install script that the fixtures, nox and the demo share.
 """
 
 from __future__ import annotations
@@ -7,9 +8,12 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import os
 import re
+import shutil
 import socket
 import ssl
+import subprocess
 import threading
 import time
 import urllib.error
@@ -19,12 +23,20 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import AUTH_PASSWORD, AUTH_USER
+from tests.support import orthanc as orthanc_support
 from tests.support.certs import Certificates
 from tests.support.corpus import Corpus, orthanc_id, stored_bytes
 from tests.support.dicomgen import TEST_CORPUS
-from tests.support.orthanc import OrthancServer
+from tests.support.orthanc import (
+    OrthancServer,
+    OrthancSettingError,
+    OrthancUnavailableError,
+    find_orthanc,
+)
 from tests.support.proxy import ForwardProxy
 from tests.support.tls import NginxUnavailableError, TlsFront
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _get_json(url: str, headers: dict[str, str] | None = None) -> object:
@@ -414,3 +426,278 @@ def test_forward_proxy_stop_cuts_open_tunnels_and_joins_its_threads(orthanc_http
     idle.close()
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", proxy.port), timeout=5).close()
+
+
+# The Orthanc lookup and scripts/install-orthanc.sh ---------------------------------
+
+
+@pytest.fixture
+def no_installed_orthanc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A machine without Orthanc: nothing on PATH, nothing in the Debian places."""
+    for name in ("ORTHANC_BIN", "ORTHANC_DICOMWEB_PLUGIN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-path"))
+    monkeypatch.setattr(orthanc_support, "DEBIAN_BINARY", str(tmp_path / "no-Orthanc"))
+    monkeypatch.setattr(orthanc_support, "DEBIAN_PLUGIN_DIRS", (str(tmp_path / "no-plugins"),))
+
+
+def _assert_readable(message: str) -> None:
+    """No sentence twice, no doubled full stop, no traceback."""
+    sentences = [part.strip() for part in message.split(". ") if part.strip()]
+    assert len(sentences) == len(set(sentences))
+    assert ".." not in message
+    assert "Traceback" not in message
+
+
+@pytest.mark.usefixtures("no_installed_orthanc")
+@pytest.mark.parametrize("purpose", ["the demo", "the tests"])
+def test_missing_orthanc_is_reported_once_for_whoever_asked(purpose: str):
+    with pytest.raises(OrthancUnavailableError) as caught:
+        find_orthanc(purpose)
+    message = str(caught.value)
+    assert not isinstance(caught.value, OrthancSettingError)  # installing would help
+    assert message.startswith(
+        f"Orthanc with its DICOMweb plugin is needed for {purpose}, and Orthanc is not installed"
+    )
+    assert "`sudo scripts/install-orthanc.sh`" in message
+    assert "integration" not in message
+    assert message.count("needed") == 1
+    _assert_readable(message)
+
+
+@pytest.mark.usefixtures("no_installed_orthanc")
+def test_missing_plugin_is_reported_with_the_places_looked_at(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("ORTHANC_BIN", shutil.which("true") or "/bin/true")
+    with pytest.raises(OrthancUnavailableError, match="the plugin is not installed") as caught:
+        find_orthanc("the demo")
+    assert str(tmp_path / "no-plugins") in str(caught.value)
+    _assert_readable(str(caught.value))
+
+
+@pytest.mark.parametrize(
+    ("variable", "name", "complaint"),
+    [
+        ("ORTHANC_BIN", "missing/Orthanc", "is not an executable file"),
+        ("ORTHANC_BIN", "not-executable", "is not an executable file"),
+        ("ORTHANC_DICOMWEB_PLUGIN", "missing/libOrthancDicomWeb.so", "does not exist"),
+    ],
+)
+def test_a_bad_variable_is_refused_before_anything_starts(
+    variable: str, name: str, complaint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    (tmp_path / "not-executable").write_text("#!/bin/sh\n")
+    value = str(tmp_path / name)
+    monkeypatch.delenv("ORTHANC_BIN", raising=False)
+    monkeypatch.setenv(variable, value)
+    server = OrthancServer(purpose="the demo")
+    with pytest.raises(OrthancSettingError) as caught:
+        server.start()
+    message = str(caught.value)
+    assert message.startswith(f"{variable}={value} {complaint}. ")
+    assert "for the demo" in message
+    _assert_readable(message)
+    assert server.process is None
+    assert not server.workdir.exists()
+
+
+def test_an_executable_that_is_not_orthanc_is_named_when_it_exits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    plugin = tmp_path / "libOrthancDicomWeb.so"
+    plugin.write_bytes(b"")
+    monkeypatch.setenv("ORTHANC_BIN", shutil.which("true") or "/bin/true")
+    monkeypatch.setenv("ORTHANC_DICOMWEB_PLUGIN", str(plugin))
+    server = OrthancServer()
+    with pytest.raises(
+        OrthancUnavailableError, match="exited with status 0 before answering"
+    ) as caught:
+        server.start()
+    assert f"ORTHANC_BIN={os.environ['ORTHANC_BIN']}" in str(caught.value)
+    assert f"ORTHANC_DICOMWEB_PLUGIN={plugin}" in str(caught.value)
+    assert server.process is None
+    assert not server.workdir.exists()
+
+
+@pytest.mark.orthanc
+def test_a_file_that_is_no_plugin_is_named_when_orthanc_exits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    plugin = tmp_path / "libOrthancDicomWeb.so"
+    plugin.write_text("not a shared library")
+    monkeypatch.setenv("ORTHANC_DICOMWEB_PLUGIN", str(plugin))
+    server = OrthancServer()
+    with pytest.raises(OrthancUnavailableError, match="exited with status") as caught:
+        server.start()
+    assert f"ORTHANC_DICOMWEB_PLUGIN={plugin}" in str(caught.value)
+    assert server.process is None
+    assert not server.workdir.exists()
+
+
+@pytest.mark.orthanc
+def test_orthanc_running_without_the_dicomweb_plugin_is_stopped_at_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    # A folder of plugins holding none: Orthanc starts, without DICOMweb.
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    monkeypatch.setenv("ORTHANC_DICOMWEB_PLUGIN", str(plugins))
+    server = OrthancServer(purpose="the demo")
+    with pytest.raises(OrthancUnavailableError) as caught:
+        server.start()
+    message = str(caught.value)
+    assert message.startswith(
+        f"Orthanc started without its DICOMweb plugin: ORTHANC_DICOMWEB_PLUGIN={plugins} "
+        "did not load as one (plugins loaded: "
+    )
+    _assert_readable(message)
+    assert server.process is None
+    assert _processes_mentioning(str(server.workdir)) == []
+    assert not server.workdir.exists()
+
+
+def _fake_orthanc(folder: Path) -> Path:
+    """A long sleep whose process name is Orthanc, as `pgrep -x Orthanc` sees it."""
+    folder.mkdir()
+    fake = folder / "Orthanc"
+    shutil.copy(shutil.which("sleep") or "/bin/sleep", fake)
+    return fake
+
+
+def _alive(pid: int) -> bool:
+    """Running, as opposed to ended (a zombie nobody reaped counts as ended)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+@pytest.mark.parametrize("service_was_running", [False, True])
+def test_install_script_stops_only_a_service_the_install_started(
+    tmp_path: Path, service_was_running: bool
+):
+    # A scratch root, and stubs for what the script asks of the system: apt-get "installs"
+    # by starting the Orthanc service, as a permissive policy-rc.d would let it.
+    root, stubs = tmp_path / "root", tmp_path / "stubs"
+    (root / "usr" / "sbin").mkdir(parents=True)
+    (root / "run").mkdir()
+    stubs.mkdir()
+    fake = _fake_orthanc(tmp_path / "orthanc")
+    pid_file = root / "run" / "orthanc.pid"
+    scripts = {
+        "id": "echo 0",
+        "dpkg": "exit 1",
+        "dpkg-query": "echo 1.0",
+        "apt-get": (
+            f'[ "$1" = install ] && [ ! -s {pid_file} ] || exit 0\n'
+            f"{fake} 600 </dev/null >/dev/null 2>&1 &\n"
+            f"echo $! >{pid_file}"
+        ),
+    }
+    for name, body in scripts.items():
+        (stubs / name).write_text(f"#!/bin/sh\n{body}\n")
+        (stubs / name).chmod(0o755)
+    users_own = subprocess.Popen([fake, "600"])
+    service_before = subprocess.Popen([fake, "600"]) if service_was_running else None
+    if service_before is not None:
+        pid_file.write_text(f"{service_before.pid}\n")
+    try:
+        result = subprocess.run(
+            ["bash", str(ROOT / "scripts" / "install-orthanc.sh")],
+            env={
+                **os.environ,
+                "PATH": f"{stubs}:/usr/bin:/bin",
+                "INSTALL_ORTHANC_TEST_ROOT": str(root),
+            },
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stderr
+        service = int(pid_file.read_text())
+        assert _alive(users_own.pid)
+        if service_before is not None:
+            assert service == service_before.pid
+            assert _alive(service)
+            assert "stopping" not in result.stdout
+        else:
+            assert not _alive(service)
+            assert f"stopping the orthanc service the install started (pid {service})" in (
+                result.stdout
+            )
+        assert not (root / "usr" / "sbin" / "policy-rc.d").exists()
+    finally:
+        for process in (users_own, service_before):
+            if process is not None:
+                process.kill()
+                process.wait()
+
+
+class _SessionError(Exception):
+    """What `session.error` raises in nox."""
+
+
+class _Session:
+    """The part of a nox session that the Orthanc check uses."""
+
+    def log(self, *args: object) -> None:
+        pass
+
+    def error(self, message: str) -> None:
+        raise _SessionError(message)
+
+
+def _nox_refusal(purpose: str, *, nginx: bool) -> str:
+    noxfile = pytest.importorskip("noxfile")  # needs nox itself
+    with pytest.raises(_SessionError) as caught:
+        noxfile.ensure_servers(_Session(), purpose, nginx=nginx)
+    message = str(caught.value)
+    assert not message.endswith(".")  # nox adds its own
+    _assert_readable(message + ".")
+    return message
+
+
+@pytest.fixture
+def not_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    """nox's check as an ordinary user (as root it would install Orthanc)."""
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+
+
+@pytest.mark.usefixtures("no_installed_orthanc", "not_root")
+def test_nox_demo_without_orthanc_says_the_demo_needs_it_and_not_nginx():
+    message = _nox_refusal("the demo", nginx=False)
+    assert message.startswith("Orthanc with its DICOMweb plugin is needed for the demo, ")
+    assert "nginx" not in message
+    assert message.endswith("the DICOMweb plugin of an existing build")
+
+
+@pytest.mark.usefixtures("no_installed_orthanc", "not_root")
+def test_nox_tests_without_orthanc_or_nginx_name_both_once(monkeypatch: pytest.MonkeyPatch):
+    noxfile = pytest.importorskip("noxfile")
+    monkeypatch.delenv("NGINX_BIN", raising=False)
+
+    def no_nginx() -> str:
+        raise NginxUnavailableError("nginx is not installed")
+
+    monkeypatch.setattr(noxfile, "find_nginx", no_nginx)
+    message = _nox_refusal("the tests", nginx=True)
+    assert message.startswith("Orthanc with its DICOMweb plugin is needed for the tests, ")
+    assert message.count("scripts/install-orthanc.sh") == 1
+    assert message.endswith(
+        "nginx, the TLS front of the HTTPS ones among the tests, is missing too: the same "
+        "script installs it, or set NGINX_BIN to an nginx binary"
+    )
+
+
+def test_nox_refuses_a_bad_orthanc_bin_without_installing(monkeypatch: pytest.MonkeyPatch):
+    noxfile = pytest.importorskip("noxfile")
+    monkeypatch.setattr(os, "geteuid", lambda: 0)  # root: the case that used to install
+
+    def no_install(*args: object, **kwargs: object) -> None:
+        raise AssertionError("installing cannot fix ORTHANC_BIN")
+
+    monkeypatch.setattr(noxfile.subprocess, "run", no_install)
+    monkeypatch.setenv("ORTHANC_BIN", "/nonexistent/Orthanc")
+    message = _nox_refusal("the demo", nginx=False)
+    assert message.startswith("ORTHANC_BIN=/nonexistent/Orthanc is not an executable file. ")

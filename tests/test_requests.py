@@ -60,7 +60,8 @@ def client_for(recorder: Recorder, **options: object) -> AsyncDicomWebClient:
      pytest.param((10, None), "bytes=10-", id="open")],
 )  # fmt: skip
 async def test_bulkdata_byte_range_and_relative_uri(byte_range, header):
-    recorder = Recorder()
+    body = f"--{BOUNDARY}\r\n\r\nframe-or-bulk\r\n--{BOUNDARY}--\r\n".encode()
+    recorder = Recorder(httpx.Response(206, headers={"Content-Type": OCTETS}, content=body))
     async with client_for(recorder) as client:
         parts = await client.retrieve_bulkdata(
             "studies/1.2.3/bulk/7fe00010", byte_range=byte_range
