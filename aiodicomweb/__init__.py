@@ -33,6 +33,7 @@ from aiodicomweb._retry import RetryPolicy
 from aiodicomweb._stow_response import FailedInstance, SkippedFile, StoredInstance, StoreResult
 from aiodicomweb._sync import DicomWebClient, SyncPart
 from aiodicomweb._validate import validate_uid
+from aiodicomweb._wado import RenderedImage
 
 __version__ = "0.1.0"
 
@@ -60,6 +61,7 @@ __all__ = [
     "MultipartStream",
     "MultipartUnsupportedError",
     "Part",
+    "RenderedImage",
     "RetryPolicy",
     "SeriesResult",
     "SkippedFile",

@@ -230,12 +230,13 @@ async def store(
     max_instances_per_request: int = DEFAULT_MAX_INSTANCES,
     concurrency: int = DEFAULT_CONCURRENCY,
     progress: StoreProgressCallback | None = None,
+    query: str = "",
 ) -> StoreResult:
     """See `AsyncDicomWebClient.store`."""
     positive_integer("max_request_size", max_request_size)
     positive_integer("max_instances_per_request", max_instances_per_request)
     positive_integer("concurrency", concurrency)
-    url = stow_url(session, study_uid)
+    url = stow_url(session, study_uid, query)
     total_instances, total_bytes = await anyio.to_thread.run_sync(_totals, items)
     target = _batch_target(total_bytes, max_request_size, concurrency)
     results: list[StoreResult] = []
@@ -350,6 +351,7 @@ async def store_directory(
     max_instances_per_request: int,
     concurrency: int,
     progress: StoreProgressCallback | None,
+    query: str = "",
 ) -> StoreResult:
     """See `AsyncDicomWebClient.store_directory`."""
     found = await anyio.to_thread.run_sync(_folder_files, folder, include_regex)
@@ -358,7 +360,7 @@ async def store_directory(
         stored = await store(
             session, found.files, study_uid=study_uid, max_request_size=max_request_size,
             max_instances_per_request=max_instances_per_request, concurrency=concurrency,
-            progress=progress,
+            progress=progress, query=query,
         )  # fmt: skip
         result = result.merge(stored)
     return result

@@ -21,15 +21,16 @@ from aiodicomweb._bulk_store import (
 )
 from aiodicomweb._delete import DELETE_STRATEGIES, DeleteStrategy
 from aiodicomweb._dicom_json import JSON
-from aiodicomweb._exceptions import DicomWebUsageError
+from aiodicomweb._exceptions import DicomWebUsageError, UnexpectedResponseError
 from aiodicomweb._inflate import DEFAULT_LIMITS, InflateLimits
-from aiodicomweb._media import OCTET_STREAM
+from aiodicomweb._media import OCTET_STREAM, MediaTypes
 from aiodicomweb._multipart_stream import DEFAULT_MAX_PARTS, MultipartStream
 from aiodicomweb._rate import MinRate
 from aiodicomweb._retry import RetryPolicy
 from aiodicomweb._session import open_session
 from aiodicomweb._stow_response import StoreResult
-from aiodicomweb._urls import Level, redact_url, resource_path
+from aiodicomweb._urls import Level, Params, extra_query, redact_url, resource_path
+from aiodicomweb._wado import RenderedImage
 
 __all__ = ["DEFAULT_TIMEOUT", "AsyncDicomWebClient", "DeleteStrategy"]
 
@@ -158,6 +159,7 @@ class AsyncDicomWebClient:
         fuzzy: bool | None = None,
         limit: int | None = None,
         offset: int | None = None,
+        additional_params: Params | None = None,
     ) -> list[JSON]:
         """QIDO-RS search at any resource the standard defines.
 
@@ -172,9 +174,13 @@ class AsyncDicomWebClient:
             fuzzy: Ask for fuzzy matching of person names.
             limit: Maximum number of results.
             offset: Number of results to skip.
+            additional_params: Extra query parameters (vendor extensions), sent
+                after the standard ones; a sequence value repeats the parameter.
 
         Returns:
-            DICOM JSON datasets; an empty list for 204 or an empty body.
+            DICOM JSON datasets; an empty list for 204 or an empty body. A server
+            that caps its answer and says so (`Warning: 299`) is asked for the
+            rest, up to `limit`.
 
         Raises:
             DicomWebUsageError: invalid UID, unknown attribute or bad value
@@ -186,6 +192,7 @@ class AsyncDicomWebClient:
         return await _qido.search(
             self._session, level, study_uid, series_uid, match,
             include_fields=include_fields, fuzzy=fuzzy, limit=limit, offset=offset,
+            additional_params=additional_params,
         )  # fmt: skip
 
     async def search_studies(
@@ -196,11 +203,13 @@ class AsyncDicomWebClient:
         fuzzy: bool | None = None,
         limit: int | None = None,
         offset: int | None = None,
+        additional_params: Params | None = None,
     ) -> list[JSON]:
         """Search studies; see `search` for arguments, results and errors."""
         return await self.search(
             "studies", None, None, match,
             include_fields=include_fields, fuzzy=fuzzy, limit=limit, offset=offset,
+            additional_params=additional_params,
         )  # fmt: skip
 
     async def search_series(
@@ -212,11 +221,13 @@ class AsyncDicomWebClient:
         fuzzy: bool | None = None,
         limit: int | None = None,
         offset: int | None = None,
+        additional_params: Params | None = None,
     ) -> list[JSON]:
         """Search series, of one study or of all; see `search`."""
         return await self.search(
             "series", study_uid, None, match,
             include_fields=include_fields, fuzzy=fuzzy, limit=limit, offset=offset,
+            additional_params=additional_params,
         )  # fmt: skip
 
     async def search_instances(
@@ -229,11 +240,13 @@ class AsyncDicomWebClient:
         fuzzy: bool | None = None,
         limit: int | None = None,
         offset: int | None = None,
+        additional_params: Params | None = None,
     ) -> list[JSON]:
         """Search instances, of a series, of a study or of all; see `search`."""
         return await self.search(
             "instances", study_uid, series_uid, match,
             include_fields=include_fields, fuzzy=fuzzy, limit=limit, offset=offset,
+            additional_params=additional_params,
         )  # fmt: skip
 
     def search_pages(
@@ -246,11 +259,13 @@ class AsyncDicomWebClient:
         page_size: int = 100,
         include_fields: Iterable[str | int] | str | None = None,
         fuzzy: bool | None = None,
+        additional_params: Params | None = None,
     ) -> AsyncIterator[list[JSON]]:
         """Walk every result of a search, one page (`limit`/`offset`) at a time.
 
-        Stops on an empty or short page, and when the server ignores `offset`
-        (the same page comes back twice; it is then not repeated).
+        A short page is not the end (servers cap pages below `limit`): the walk
+        ends on an empty page, or when the server ignores `offset` (the same page
+        comes back twice; it is then not repeated, and a warning is logged).
 
         Raises:
             The errors of `search`.
@@ -258,6 +273,7 @@ class AsyncDicomWebClient:
         return _qido.search_pages(
             self._session, level, study_uid, series_uid, match,
             page_size=page_size, include_fields=include_fields, fuzzy=fuzzy,
+            additional_params=additional_params,
         )  # fmt: skip
 
     async def find_study_uid(self, series_uid: str) -> str | None:
@@ -298,15 +314,25 @@ class AsyncDicomWebClient:
 
     @asynccontextmanager
     async def stream_study(
-        self, study_uid: str, *, transfer_syntax: str | None = "*"
+        self,
+        study_uid: str,
+        *,
+        transfer_syntax: str | None = "*",
+        additional_params: Params | None = None,
     ) -> AsyncIterator[MultipartStream]:
         """Stream a study's instances as parts (see `stream_series`)."""
-        async with self._session.open_parts(resource_path(study_uid), transfer_syntax) as parts:
+        path, query = resource_path(study_uid), extra_query(additional_params)
+        async with self._session.open_parts(path, transfer_syntax, query=query) as parts:
             yield parts
 
     @asynccontextmanager
     async def stream_series(
-        self, study_uid: str, series_uid: str, *, transfer_syntax: str | None = "*"
+        self,
+        study_uid: str,
+        series_uid: str,
+        *,
+        transfer_syntax: str | None = "*",
+        additional_params: Params | None = None,
     ) -> AsyncIterator[MultipartStream]:
         """Stream a series' instances as they arrive, in bounded memory.
 
@@ -316,6 +342,8 @@ class AsyncDicomWebClient:
         Args:
             transfer_syntax: `"*"` (default) asks for the bytes as stored; a UID
                 asks the server to transcode; None leaves the choice to the server.
+            additional_params: Extra query parameters (vendor extensions), sent
+                after the standard ones; a sequence value repeats the parameter.
 
         Raises:
             DicomWebUsageError: invalid UID.
@@ -325,33 +353,96 @@ class AsyncDicomWebClient:
             MultipartError: the body is malformed or ends before its closing
                 delimiter (raised while iterating).
         """
-        path = resource_path(study_uid, series_uid)
-        async with self._session.open_parts(path, transfer_syntax) as parts:
+        path, query = resource_path(study_uid, series_uid), extra_query(additional_params)
+        async with self._session.open_parts(path, transfer_syntax, query=query) as parts:
             yield parts
 
     @asynccontextmanager
     async def stream_instance(
-        self, study_uid: str, series_uid: str, sop_uid: str, *, transfer_syntax: str | None = "*"
+        self,
+        study_uid: str,
+        series_uid: str,
+        sop_uid: str,
+        *,
+        transfer_syntax: str | None = "*",
+        additional_params: Params | None = None,
     ) -> AsyncIterator[MultipartStream]:
         """Stream one instance (one part; see `stream_series`)."""
         path = resource_path(study_uid, series_uid, sop_uid)
-        async with self._session.open_parts(path, transfer_syntax) as parts:
+        query = extra_query(additional_params)
+        async with self._session.open_parts(path, transfer_syntax, query=query) as parts:
+            yield parts
+
+    @asynccontextmanager
+    async def stream_frames(
+        self,
+        study_uid: str,
+        series_uid: str,
+        sop_uid: str,
+        frames: Sequence[int],
+        *,
+        media_type: MediaTypes = OCTET_STREAM,
+        transfer_syntax: str | None = "*",
+        additional_params: Params | None = None,
+    ) -> AsyncIterator[MultipartStream]:
+        """Stream frames as parts, one per frame, as they arrive (see `retrieve_frames`)."""
+        opened = _wado.open_frames(
+            self._session, study_uid, series_uid, sop_uid, frames, media_type, transfer_syntax,
+            extra_query(additional_params),
+        )  # fmt: skip
+        async with opened as parts:
+            yield parts
+
+    @asynccontextmanager
+    async def stream_bulkdata(
+        self,
+        uri: str,
+        *,
+        byte_range: tuple[int, int | None] | None = None,
+        media_type: MediaTypes = OCTET_STREAM,
+        additional_params: Params | None = None,
+    ) -> AsyncIterator[MultipartStream]:
+        """Stream bulk data as parts as it arrives (see `retrieve_bulkdata`).
+
+        Raises:
+            UnexpectedResponseError: a byte range was asked and the server sent the
+                whole body (`retrieve_bulkdata` cuts it to the range instead).
+            The errors of `retrieve_bulkdata`.
+        """
+        query = extra_query(additional_params)
+        opened = _wado.open_bulkdata(self._session, uri, byte_range, media_type, query)
+        async with opened as (parts, whole):
+            if whole:
+                raise UnexpectedResponseError(
+                    f"bulk data {uri}: the server ignored the byte range; "
+                    "retrieve_bulkdata cuts its answer to the range"
+                )
             yield parts
 
     # -- WADO-RS: buffered ---------------------------------------------------
 
     async def retrieve_study(
-        self, study_uid: str, *, transfer_syntax: str | None = "*"
+        self,
+        study_uid: str,
+        *,
+        transfer_syntax: str | None = "*",
+        additional_params: Params | None = None,
     ) -> list[bytes]:
         """Every instance of a study as bytes, in memory (small data only).
 
         Raises:
             The errors of `stream_series`.
         """
-        return await _wado.retrieve_parts(self._session, resource_path(study_uid), transfer_syntax)
+        path, query = resource_path(study_uid), extra_query(additional_params)
+        return await _wado.retrieve_parts(self._session, path, transfer_syntax, query)
 
     async def retrieve_series(
-        self, study_uid: str, series_uid: str, *, transfer_syntax: str | None = "*"
+        self,
+        study_uid: str,
+        series_uid: str,
+        *,
+        transfer_syntax: str | None = "*",
+        additional_params: Params | None = None,
     ) -> list[bytes]:
         """Every instance of a series as bytes, in memory (small data only).
 
@@ -360,11 +451,17 @@ class AsyncDicomWebClient:
         Raises:
             The errors of `stream_series`.
         """
-        path = resource_path(study_uid, series_uid)
-        return await _wado.retrieve_parts(self._session, path, transfer_syntax)
+        path, query = resource_path(study_uid, series_uid), extra_query(additional_params)
+        return await _wado.retrieve_parts(self._session, path, transfer_syntax, query)
 
     async def retrieve_instance(
-        self, study_uid: str, series_uid: str, sop_uid: str, *, transfer_syntax: str | None = "*"
+        self,
+        study_uid: str,
+        series_uid: str,
+        sop_uid: str,
+        *,
+        transfer_syntax: str | None = "*",
+        additional_params: Params | None = None,
     ) -> bytes:
         """One instance as DICOM Part 10 bytes.
 
@@ -375,27 +472,39 @@ class AsyncDicomWebClient:
             The errors of `stream_series`.
         """
         path = resource_path(study_uid, series_uid, sop_uid)
-        return await _wado.retrieve_instance(self._session, path, transfer_syntax)
+        query = extra_query(additional_params)
+        return await _wado.retrieve_instance(self._session, path, transfer_syntax, query)
 
-    async def retrieve_study_metadata(self, study_uid: str) -> list[JSON]:
+    async def retrieve_study_metadata(
+        self, study_uid: str, *, additional_params: Params | None = None
+    ) -> list[JSON]:
         """The DICOM JSON metadata of every instance of a study.
 
         Raises:
             DicomWebHTTPError, DicomWebTransportError, UnexpectedResponseError.
         """
-        return await _wado.retrieve_metadata(self._session, resource_path(study_uid))
+        query = extra_query(additional_params)
+        return await _wado.retrieve_metadata(self._session, resource_path(study_uid), query)
 
-    async def retrieve_series_metadata(self, study_uid: str, series_uid: str) -> list[JSON]:
+    async def retrieve_series_metadata(
+        self, study_uid: str, series_uid: str, *, additional_params: Params | None = None
+    ) -> list[JSON]:
         """The DICOM JSON metadata of every instance of a series (see above)."""
-        path = resource_path(study_uid, series_uid)
-        return await _wado.retrieve_metadata(self._session, path)
+        path, query = resource_path(study_uid, series_uid), extra_query(additional_params)
+        return await _wado.retrieve_metadata(self._session, path, query)
 
     async def retrieve_instance_metadata(
-        self, study_uid: str, series_uid: str, sop_uid: str
+        self,
+        study_uid: str,
+        series_uid: str,
+        sop_uid: str,
+        *,
+        additional_params: Params | None = None,
     ) -> JSON:
         """The DICOM JSON metadata of one instance (see above)."""
         path = resource_path(study_uid, series_uid, sop_uid)
-        return await _wado.retrieve_instance_metadata(self._session, path)
+        query = extra_query(additional_params)
+        return await _wado.retrieve_instance_metadata(self._session, path, query)
 
     async def retrieve_frames(
         self,
@@ -404,17 +513,23 @@ class AsyncDicomWebClient:
         sop_uid: str,
         frames: Sequence[int],
         *,
-        media_type: str = OCTET_STREAM,
+        media_type: MediaTypes = OCTET_STREAM,
         transfer_syntax: str | None = "*",
+        additional_params: Params | None = None,
     ) -> list[bytes]:
         """Frames of a (multi-frame) instance, in one request.
 
         Args:
             frames: Frame numbers, from 1.
             media_type: `application/octet-stream` for raw pixels, or an image
-                media type (`image/jpeg`, `image/jp2`, ...) for compressed frames.
+                media type (`image/jpeg`, `image/jp2`, ...) for compressed frames;
+                or several acceptable ones, each a type or a `(type, transfer
+                syntax)` pair; `*/*` and `image/*` ask for whatever the server has.
             transfer_syntax: As for `stream_series`; with an image media type,
                 `"*"` (the default) asks for that type's own transfer syntax.
+            additional_params: Extra query parameters (vendor extensions), sent
+                after the standard ones; a sequence value repeats the parameter.
+
 
         Returns:
             One bytes object per frame, in the order the server sent them.
@@ -424,29 +539,35 @@ class AsyncDicomWebClient:
             The errors of `stream_series`.
         """
         return await _wado.retrieve_frames(
-            self._session, study_uid, series_uid, sop_uid, frames, media_type, transfer_syntax
-        )
+            self._session, study_uid, series_uid, sop_uid, frames, media_type, transfer_syntax,
+            extra_query(additional_params),
+        )  # fmt: skip
 
     async def retrieve_bulkdata(
         self,
         uri: str,
         *,
         byte_range: tuple[int, int | None] | None = None,
-        media_type: str = OCTET_STREAM,
+        media_type: MediaTypes = OCTET_STREAM,
+        additional_params: Params | None = None,
     ) -> list[bytes]:
         """The bulk data a metadata `BulkDataURI` points at.
 
         Args:
             uri: Absolute, or relative to the WADO-RS base. Must be on the same
                 origin as the client's URL, so credentials never go elsewhere.
-            byte_range: `(first, last)` byte positions, inclusive; `last` may be None.
-            media_type: The part type asked for.
+            byte_range: `(first, last)` byte positions, inclusive; `last` may be
+                None. A server that ignores it (200) has its answer cut to it.
+            media_type: The part type asked for, or several (see `retrieve_frames`).
+            additional_params: Extra query parameters (vendor extensions), sent
+                after the standard ones; a sequence value repeats the parameter.
 
         Raises:
             DicomWebUsageError: a URI on another origin, or a bad range.
             The errors of `stream_series`.
         """
-        return await _wado.retrieve_bulkdata(self._session, uri, byte_range, media_type)
+        query = extra_query(additional_params)
+        return await _wado.retrieve_bulkdata(self._session, uri, byte_range, media_type, query)
 
     async def retrieve_rendered(
         self,
@@ -454,29 +575,35 @@ class AsyncDicomWebClient:
         series_uid: str | None = None,
         sop_uid: str | None = None,
         *,
-        frame: int | None = None,
-        media_type: str = "image/jpeg",
+        frame: int | Sequence[int] | None = None,
+        media_type: str | Sequence[str] = "image/jpeg",
         viewport: tuple[int, int] | None = None,
         window: tuple[float, float] | tuple[float, float, str] | None = None,
         quality: int | None = None,
-    ) -> bytes:
+        additional_params: Params | None = None,
+    ) -> RenderedImage:
         """A rendered (consumer format) image of an instance, frame, series or study.
 
         Args:
-            frame: Render this frame of the instance.
-            media_type: `image/jpeg`, `image/png`, `image/gif`, ...
+            frame: Render this frame of the instance, or these frames.
+            media_type: `image/jpeg`, `image/png`, `image/gif`, ..., or several.
             viewport: `(columns, rows)` of the output.
             window: `(center, width)` or `(center, width, function)`; the
                 function is `linear` unless given (`linear`, `sigmoid`, ...).
             quality: JPEG quality 1-100.
+            additional_params: Extra query parameters (vendor extensions), sent
+                after the standard ones; a sequence value repeats the parameter.
+
+        Returns:
+            The image's bytes, with the media type the server sent as
+            `.media_type` (an answer of another type than asked is logged).
 
         Raises:
-            UnexpectedResponseError: the answer is not of `media_type`.
             DicomWebHTTPError, DicomWebTransportError.
         """
-        path = resource_path(study_uid, series_uid, sop_uid)
+        path, query = resource_path(study_uid, series_uid, sop_uid), extra_query(additional_params)
         return await _wado.retrieve_rendered(self._session, "rendered", path, frame, media_type,
-                                             viewport, window, quality)  # fmt: skip
+                                             viewport, window, quality, query)  # fmt: skip
 
     async def retrieve_thumbnail(
         self,
@@ -484,14 +611,15 @@ class AsyncDicomWebClient:
         series_uid: str | None = None,
         sop_uid: str | None = None,
         *,
-        frame: int | None = None,
-        media_type: str = "image/jpeg",
+        frame: int | Sequence[int] | None = None,
+        media_type: str | Sequence[str] = "image/jpeg",
         viewport: tuple[int, int] | None = None,
-    ) -> bytes:
+        additional_params: Params | None = None,
+    ) -> RenderedImage:
         """A thumbnail of an instance, frame, series or study (see `retrieve_rendered`)."""
-        path = resource_path(study_uid, series_uid, sop_uid)
+        path, query = resource_path(study_uid, series_uid, sop_uid), extra_query(additional_params)
         return await _wado.retrieve_rendered(self._session, "thumbnail", path, frame, media_type,
-                                             viewport, None, None)  # fmt: skip
+                                             viewport, None, None, query)  # fmt: skip
 
     # -- downloads to disk -----------------------------------------------------
 
@@ -599,6 +727,7 @@ class AsyncDicomWebClient:
         max_instances_per_request: int = DEFAULT_MAX_INSTANCES,
         concurrency: int = DEFAULT_CONCURRENCY,
         progress: StoreProgressCallback | None = None,
+        additional_params: Params | None = None,
     ) -> StoreResult:
         """Store instances with STOW-RS.
 
@@ -630,7 +759,7 @@ class AsyncDicomWebClient:
         return await _bulk_store.store(
             self._session, items, study_uid=study_uid, max_request_size=max_request_size,
             max_instances_per_request=max_instances_per_request, concurrency=concurrency,
-            progress=progress,
+            progress=progress, query=extra_query(additional_params),
         )  # fmt: skip
 
     async def store_directory(
@@ -643,6 +772,7 @@ class AsyncDicomWebClient:
         max_instances_per_request: int = DEFAULT_MAX_INSTANCES,
         concurrency: int = DEFAULT_CONCURRENCY,
         progress: StoreProgressCallback | None = None,
+        additional_params: Params | None = None,
     ) -> StoreResult:
         """Store every DICOM file under `folder`, recursively.
 
@@ -658,12 +788,14 @@ class AsyncDicomWebClient:
         return await _bulk_store.store_directory(
             self._session, folder, include_regex, study_uid=study_uid,
             max_request_size=max_request_size, max_instances_per_request=max_instances_per_request,
-            concurrency=concurrency, progress=progress,
+            concurrency=concurrency, progress=progress, query=extra_query(additional_params),
         )  # fmt: skip
 
     # -- DELETE --------------------------------------------------------------
 
-    async def delete_study(self, study_uid: str) -> None:
+    async def delete_study(
+        self, study_uid: str, *, additional_params: Params | None = None
+    ) -> None:
         """Delete a study from the server.
 
         DICOMweb has no standard DELETE. With `delete_strategy="dicomweb"` this
@@ -678,12 +810,29 @@ class AsyncDicomWebClient:
                 there is no such study.
             DicomWebTransportError: the connection failed.
         """
-        await _delete.delete(self._session, self.delete_strategy, study_uid)
+        await _delete.delete(
+            self._session, self.delete_strategy, study_uid, query=extra_query(additional_params)
+        )
 
-    async def delete_series(self, study_uid: str, series_uid: str) -> None:
+    async def delete_series(
+        self, study_uid: str, series_uid: str, *, additional_params: Params | None = None
+    ) -> None:
         """Delete a series (see `delete_study`)."""
-        await _delete.delete(self._session, self.delete_strategy, study_uid, series_uid)
+        await _delete.delete(
+            self._session, self.delete_strategy, study_uid, series_uid,
+            query=extra_query(additional_params),
+        )  # fmt: skip
 
-    async def delete_instance(self, study_uid: str, series_uid: str, sop_uid: str) -> None:
+    async def delete_instance(
+        self,
+        study_uid: str,
+        series_uid: str,
+        sop_uid: str,
+        *,
+        additional_params: Params | None = None,
+    ) -> None:
         """Delete an instance (see `delete_study`)."""
-        await _delete.delete(self._session, self.delete_strategy, study_uid, series_uid, sop_uid)
+        await _delete.delete(
+            self._session, self.delete_strategy, study_uid, series_uid, sop_uid,
+            query=extra_query(additional_params),
+        )  # fmt: skip

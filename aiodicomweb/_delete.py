@@ -12,7 +12,7 @@ from aiodicomweb._exceptions import (
     UnexpectedResponseError,
 )
 from aiodicomweb._session import Session
-from aiodicomweb._urls import redact_url, resource_path
+from aiodicomweb._urls import redact_url, resource_path, with_query
 
 __all__ = ["DELETE_STRATEGIES", "DeleteStrategy", "delete"]
 
@@ -27,14 +27,20 @@ async def delete(
     study_uid: str,
     series_uid: str | None = None,
     sop_uid: str | None = None,
+    *,
+    query: str = "",
 ) -> None:
-    """Delete a study, series or instance (see `AsyncDicomWebClient.delete_study`)."""
+    """Delete a study, series or instance (see `AsyncDicomWebClient.delete_study`).
+
+    `query` (vendor extensions) goes with a DICOMweb DELETE only.
+    """
     path = resource_path(study_uid, series_uid, sop_uid)
     if strategy == "orthanc":
         await _orthanc_delete(session, study_uid, series_uid, sop_uid)
         return
     try:
-        await session.request("DELETE", session.roots.delete + path, ok=(200, 202, 204))
+        url = with_query(session.roots.delete + path, query)
+        await session.request("DELETE", url, ok=(200, 202, 204))
     except DicomWebHTTPError as error:
         if error.status != 405:
             raise

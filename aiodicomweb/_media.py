@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -15,6 +15,8 @@ __all__ = [
     "DICOM_XML",
     "OCTET_STREAM",
     "ContentType",
+    "MediaTypes",
+    "accepted_types",
     "checked_media_type",
     "media_type",
     "multipart_accept",
@@ -33,7 +35,7 @@ STOW_ACCEPT = f"{DICOM_JSON}, application/json;q=0.9, {DICOM_XML};q=0.5"
 
 # RFC 6838 restricted names; a transfer syntax is "*" or a UID.
 _MEDIA_TYPE = re.compile(
-    r"[A-Za-z0-9][\w!#$&^.+-]{0,126}/[A-Za-z0-9][\w!#$&^.+-]{0,126}", re.ASCII
+    r"\*/\*|[A-Za-z0-9][\w!#$&^.+-]{0,126}/(?:\*|[A-Za-z0-9][\w!#$&^.+-]{0,126})", re.ASCII
 )
 _TRANSFER_SYNTAX = re.compile(r"\*|[0-9]+(?:\.[0-9]+)*")
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
@@ -186,6 +188,31 @@ def read_content_type(value: str | None) -> ContentType:
             if equals and name.strip():
                 params.setdefault(name.strip().lower(), text.strip().strip('"').strip())
         return ContentType(main.strip().lower(), MappingProxyType(params))
+
+
+MediaTypes = str | Sequence[str | tuple[str, str | None]]
+
+
+def accepted_types(
+    media_types: MediaTypes, transfer_syntax: str | None
+) -> list[tuple[str, str | None]]:
+    """`(media type, transfer syntax)` pairs: one type, or several, each plain or with
+    its own transfer syntax (`transfer_syntax` applies to the plain ones)."""
+    if isinstance(media_types, str):
+        return [(media_types, transfer_syntax)]
+    pairs = []
+    for item in media_types:
+        if isinstance(item, str):
+            pairs.append((item, transfer_syntax))
+        elif isinstance(item, tuple) and 1 <= len(item) <= 2:
+            pairs.append((item[0], item[1] if len(item) == 2 else None))
+        else:
+            raise DicomWebUsageError(
+                f"not a media type or (media type, transfer syntax): {item!r}"
+            )
+    if not pairs:
+        raise DicomWebUsageError("no media type given")
+    return pairs
 
 
 def media_type(content_type: str | None) -> str:

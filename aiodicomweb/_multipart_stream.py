@@ -7,6 +7,7 @@ chunk is read, so memory holds one network chunk, never a part or a series.
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 
@@ -29,6 +30,8 @@ from aiodicomweb._multipart import (
 )
 
 __all__ = ["MultipartStream", "Part"]
+
+logger = logging.getLogger("aiodicomweb")
 
 
 class Part:
@@ -97,6 +100,14 @@ class Part:
 DEFAULT_MAX_PARTS = 100_000  # instances in one answer: far above any real series
 
 
+def _accepted(kind: str | None, types: tuple[str, ...]) -> bool:
+    """Whether the media type `kind` is one of `types`, which may hold `*/*` or `image/*`."""
+    if not kind:
+        return False
+    kind = kind.lower()
+    return kind in types or "*/*" in types or f"{kind.split('/', 1)[0]}/*" in types
+
+
 class MultipartStream:
     """Async iterator of `Part`s over an open, streamed httpx response.
 
@@ -120,6 +131,8 @@ class MultipartStream:
         self._current: Part | None = None
         self._count = 0
         self._exhausted = False
+        self._bare_multipart = False  # multipart/related without a boundary: one bare part
+        self._sniffed = False  # its first bytes were checked for multipart framing
         self._parser, first = self._choose_parser(single_part_types)
         if first is not None:
             self._events.append(first)
@@ -130,9 +143,15 @@ class MultipartStream:
         header = self._response.headers.get("content-type", "")
         kind = media_type(header)
         if kind == MULTIPART_RELATED:
-            boundary = multipart_boundary(parse_content_type(header))
-            return MultipartParser(boundary), None
-        if kind in single_part_types:
+            parsed = parse_content_type(header)
+            if parsed.boundary is None and _accepted(parsed.param("type"), single_part_types):
+                # Seen from real servers for one frame: a bare body under a multipart type.
+                logger.warning("%s: multipart/related without a boundary; read as one part",
+                               self._description)  # fmt: skip
+                self._bare_multipart = True
+                return None, PartStarted(headers=(("Content-Type", parsed.param("type") or ""),))
+            return MultipartParser(multipart_boundary(parsed)), None
+        if _accepted(kind, single_part_types):
             length = self._response.headers.get("content-length")
             started = PartStarted(
                 headers=(("Content-Type", header),),
@@ -181,6 +200,12 @@ class MultipartStream:
                 self._exhausted = True
                 self._events.extend(self._finish())
             elif self._parser is None:
+                if self._bare_multipart and not self._sniffed and chunk.startswith(b"--"):
+                    raise MultipartError(
+                        f"{self._description}: multipart body without a boundary parameter",
+                        offset=0,
+                    )
+                self._sniffed = True
                 self._events.append(PartData(memoryview(chunk)))
             else:
                 self._events.extend(self._parse(self._parser.feed, chunk))

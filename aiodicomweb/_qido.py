@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 
 from aiodicomweb._dicom_json import JSON, STUDY_INSTANCE_UID, first_value
 from aiodicomweb._session import Session
-from aiodicomweb._urls import Level, build_query
+from aiodicomweb._urls import Level, Params, build_query, extra_query
 from aiodicomweb._validate import positive_integer, server_uid, validate_uid
 
 __all__ = ["find_study_uid", "search", "search_pages"]
@@ -32,6 +32,7 @@ async def search(
     fuzzy: bool | None,
     limit: int | None,
     offset: int | None,
+    additional_params: Params | None = None,
 ) -> list[JSON]:
     """See `AsyncDicomWebClient.search`.
 
@@ -41,6 +42,7 @@ async def search(
     query = build_query(
         match, include_fields=include_fields, fuzzy=fuzzy, limit=limit, offset=offset
     )
+    query = "&".join(filter(None, [query, extra_query(additional_params)]))
     results, warning = await session.search_page(level, study_uid, series_uid, query)
     if not results or warning is None or not _MORE.search(warning):
         return results
@@ -50,7 +52,7 @@ async def search(
     async for page in search_pages(
         session, level, study_uid, series_uid, match, page_size=len(results),
         include_fields=include_fields, fuzzy=fuzzy, start=(offset or 0) + len(results),
-        previous=results,
+        previous=results, additional_params=additional_params,
     ):  # fmt: skip
         results += page
         if limit is not None and len(results) >= limit:
@@ -70,6 +72,7 @@ async def search_pages(
     fuzzy: bool | None,
     start: int = 0,
     previous: list[JSON] | None = None,
+    additional_params: Params | None = None,
 ) -> AsyncIterator[list[JSON]]:
     """See `AsyncDicomWebClient.search_pages`.
 
@@ -77,11 +80,13 @@ async def search_pages(
     on an empty page, or when the server ignores `offset` (the same page again).
     """
     positive_integer("page_size", page_size)
+    extra = extra_query(additional_params)
     offset = start
     while True:
         query = build_query(
             match, include_fields=include_fields, fuzzy=fuzzy, limit=page_size, offset=offset
         )
+        query = "&".join(filter(None, [query, extra]))
         page, _ = await session.search_page(level, study_uid, series_uid, query)
         if not page:
             return

@@ -43,7 +43,7 @@ from aiodicomweb._requester import ContentFactory, Requester
 from aiodicomweb._retry import RetryPolicy
 from aiodicomweb._tls import TlsSettings
 from aiodicomweb._transports import HttpClient, client_transports
-from aiodicomweb._urls import Level, build_query, qido_path, redact_url
+from aiodicomweb._urls import Level, build_query, qido_path, redact_url, with_query
 from aiodicomweb._validate import checked_headers, positive_integer, server_uid
 
 __all__ = ["Roots", "Session", "open_session"]
@@ -139,14 +139,15 @@ class Session:
 
     @asynccontextmanager
     async def open_parts(
-        self, path: str, transfer_syntax: str | None, *, retry: bool = True
+        self, path: str, transfer_syntax: str | None, *, retry: bool = True, query: str = ""
     ) -> AsyncIterator[MultipartStream]:
         """The DICOM parts of a WADO-RS study, series or instance at `path`.
 
         Args:
             retry: False when the caller retries the whole unit itself.
+            query: Extra query parameters (vendor extensions), already encoded.
         """
-        url = self.roots.wado + path
+        url = with_query(self.roots.wado + path, query)
         accept = multipart_accept(DICOM, transfer_syntax)
         async with self.stream(url, accept, retry=retry) as response:
             yield MultipartStream(
@@ -281,6 +282,15 @@ def open_session(
         auth = (unquote(parts.username or ""), unquote(parts.password or ""))
         url = redact_url(url)
     base = url.rstrip("/")
+    prefixes = {
+        "qido_url_prefix": qido_url_prefix,
+        "wado_url_prefix": wado_url_prefix,
+        "stow_url_prefix": stow_url_prefix,
+        "delete_url_prefix": delete_url_prefix,
+    }
+    for name, prefix in prefixes.items():
+        if prefix is not None and not prefix.strip("/"):
+            raise DicomWebUsageError(f"{name} is empty: give a path segment, or None for none")
     roots = Roots(
         base=base,
         qido=_join(base, qido_url_prefix),

@@ -9,6 +9,7 @@ from typing import Protocol
 from aiodicomweb._multipart import MultipartEncoder
 from aiodicomweb._session import Session
 from aiodicomweb._stow_response import StoreResult, parse_store_response
+from aiodicomweb._urls import with_query
 from aiodicomweb._validate import validate_uid
 
 __all__ = ["InstanceBody", "store_instances", "stow_url"]
@@ -27,12 +28,12 @@ class InstanceBody(Protocol):
     def chunks(self, chunk_size: int) -> AsyncIterator[bytes]: ...
 
 
-def stow_url(session: Session, study_uid: str | None) -> str:
+def stow_url(session: Session, study_uid: str | None, query: str = "") -> str:
     """`/studies`, or `/studies/{uid}` (the server then refuses other studies)."""
     url = session.roots.stow + "/studies"
     if study_uid is not None:
         url += "/" + validate_uid(study_uid, "StudyInstanceUID")
-    return url
+    return with_query(url, query)
 
 
 async def store_instances(

@@ -325,6 +325,8 @@ class DicomWebClient:
     stream_study = _blocking_stream(AsyncDicomWebClient.stream_study)
     stream_series = _blocking_stream(AsyncDicomWebClient.stream_series)
     stream_instance = _blocking_stream(AsyncDicomWebClient.stream_instance)
+    stream_frames = _blocking_stream(AsyncDicomWebClient.stream_frames)
+    stream_bulkdata = _blocking_stream(AsyncDicomWebClient.stream_bulkdata)
     retrieve_study = _blocking(AsyncDicomWebClient.retrieve_study)
     retrieve_series = _blocking(AsyncDicomWebClient.retrieve_series)
     retrieve_instance = _blocking(AsyncDicomWebClient.retrieve_instance)

@@ -14,10 +14,12 @@ from aiodicomweb._validate import positive_integer, validate_uid
 __all__ = [
     "Level",
     "build_query",
+    "extra_query",
     "qido_path",
     "redact_url",
     "rendered_query",
     "resource_path",
+    "with_query",
 ]
 
 Level = Literal["studies", "series", "instances"]
@@ -196,6 +198,41 @@ def build_query(
         if number is not None:
             pairs.append((name, str(positive_integer(name, number, minimum=0))))
     return "&".join(f"{name}={quote(value, safe=_QUERY_SAFE)}" for name, value in pairs)
+
+
+Params = Mapping[str, object]
+_PARAM_NAME = re.compile(r"[A-Za-z0-9._~!$'()*+,;:@-]+")
+
+
+def extra_query(params: Params | None) -> str:
+    """`additional_params` (vendor extensions) as a query string, "" for none.
+
+    A sequence value repeats the parameter; values are sent as QIDO values are.
+
+    Raises:
+        DicomWebUsageError: a name that is not a plain query name, or a value that
+            is not text or a number.
+    """
+    pairs = []
+    for name, value in (params or {}).items():
+        if not isinstance(name, str) or not _PARAM_NAME.fullmatch(name):
+            raise DicomWebUsageError(f"not a query parameter name: {name!r}")
+        values = value if isinstance(value, (list, tuple)) else [value]
+        for each in values:
+            if isinstance(each, bool):
+                each = "true" if each else "false"
+            if not isinstance(each, (str, int, float)):
+                raise DicomWebUsageError(f"query parameter {name}: not text or a number")
+            pairs.append(f"{name}={quote(str(each), safe=_QUERY_SAFE)}")
+    return "&".join(pairs)
+
+
+def with_query(url: str, *queries: str) -> str:
+    """`url` with the non-empty `queries` appended."""
+    query = "&".join(q for q in queries if q)
+    if not query:
+        return url
+    return f"{url}{'&' if '?' in url else '?'}{query}"
 
 
 def rendered_query(

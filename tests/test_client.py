@@ -211,6 +211,18 @@ async def test_retrieve_frames_of_a_multiframe_instance(client):
     assert frames == [pixels[:frame_size], pixels[2 * frame_size : 3 * frame_size]]
 
 
+async def test_frames_stream_as_parts_and_rendered_frames_carry_their_type(client):
+    spec = BETA_MULTIFRAME
+    sop = f"{spec.series_uid}.1"
+    async with client.stream_frames(spec.study_uid, spec.series_uid, sop, [2, 3]) as parts:
+        streamed = [await part.read() async for part in parts]
+    assert streamed == await client.retrieve_frames(spec.study_uid, spec.series_uid, sop, [2, 3])
+    image = await client.retrieve_rendered(
+        spec.study_uid, spec.series_uid, sop, frame=2, additional_params={"vendor": "ignored"}
+    )
+    assert image.startswith(b"\xff\xd8\xff") and image.media_type == "image/jpeg"
+
+
 async def test_retrieve_bulkdata_from_metadata_uri(client):
     sop = f"{ALPHA.series_uid}.2"
     meta = await client.retrieve_instance_metadata(ALPHA.study_uid, ALPHA.series_uid, sop)

@@ -31,6 +31,7 @@ from aiodicomweb import (
     DicomWebHTTPError,
     DicomWebTransportError,
     DicomWebUsageError,
+    MultipartError,
     RetryPolicy,
     UnexpectedResponseError,
 )
@@ -406,6 +407,8 @@ async def test_search_pages_bad_page_size_is_a_caller_error(wire: Wire) -> None:
         pytest.param({"url": "pacs.test/dicom-web"}, id="no-scheme"),
         pytest.param({"timeout": None}, id="no-timeout"),
         pytest.param({"delete_strategy": "bogus"}, id="unknown-delete-strategy"),
+        pytest.param({"qido_url_prefix": ""}, id="empty-qido-prefix"),
+        pytest.param({"wado_url_prefix": "/"}, id="empty-wado-prefix"),
     ],
 )
 def test_invalid_constructor_arguments_are_caller_errors(options: dict[str, object]) -> None:
@@ -1025,3 +1028,110 @@ async def test_image_frames_ask_for_the_media_types_own_transfer_syntax(wire: Wi
     jpeg_accept, raw_accept = (r.headers["accept"] for r in server.requests)
     assert "transfer-syntax" not in jpeg_accept and 'type="image/jpeg"' in jpeg_accept
     assert raw_accept.endswith("transfer-syntax=*")
+
+
+# -- peer parity: vendor parameters, several media types, lenient single parts --------------
+
+
+def _frames_answer(frame: bytes, content_type: str) -> Answer:
+    return status(200, {"Content-Type": content_type}, frame)
+
+
+@pytest.mark.anyio
+async def test_additional_params_follow_the_standard_ones_on_every_transaction(
+    wire: Wire,
+) -> None:
+    def answer(request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if path.endswith("/rendered"):
+            return httpx.Response(200, headers={"Content-Type": "image/jpeg"}, content=b"jpeg")
+        if "/frames/" in path or "/bulk" in path:
+            return httpx.Response(200, headers={"Content-Type": OCTET_STREAM}, content=b"px")
+        if request.method == "DELETE":
+            return httpx.Response(204)
+        return httpx.Response(200, headers={"Content-Type": DICOM_JSON}, content=b"[]")
+
+    server = Server(answer)
+    extra = {"vendor": "x y", "tag": ["a", "b"]}
+    async with wire.client(server) as client:
+        await client.search_studies({"PatientID": "P1"}, limit=5, additional_params=extra)
+        await client.retrieve_series_metadata(STUDY, SERIES, additional_params=extra)
+        await client.retrieve_frames(STUDY, SERIES, SOP, [1], additional_params=extra)
+        await client.retrieve_bulkdata("bulk/1", additional_params=extra)
+        await client.retrieve_rendered(STUDY, SERIES, SOP, additional_params=extra)
+        await client.delete_study(STUDY, additional_params=extra)
+        with pytest.raises(DicomWebUsageError):
+            await client.search_studies(additional_params={"a&b": "c"})
+    queries = [r.url.query.decode() for r in server.requests]
+    assert len(queries) == 6
+    assert queries[0] == "PatientID=P1&limit=5&vendor=x%20y&tag=a&tag=b"
+    assert all(q.endswith("vendor=x%20y&tag=a&tag=b") for q in queries)
+
+
+@pytest.mark.anyio
+async def test_frames_may_accept_several_media_types_and_any(wire: Wire) -> None:
+    server = Server(_frames_answer(b"\xff\xd8jpeg", "image/jpeg"))
+    async with wire.client(server) as client:
+        several = await client.retrieve_frames(
+            STUDY, SERIES, SOP, [1],
+            media_type=["image/jpeg", ("application/octet-stream", "1.2.840.10008.1.2.1")],
+        )  # fmt: skip
+        anything = await client.retrieve_frames(STUDY, SERIES, SOP, [1], media_type="*/*")
+    assert several == anything == [b"\xff\xd8jpeg"]  # a bare body of an accepted type
+    first, second = (r.headers["accept"] for r in server.requests)
+    assert first == (
+        'multipart/related; type="image/jpeg", multipart/related; '
+        'type="application/octet-stream"; transfer-syntax=1.2.840.10008.1.2.1'
+    )
+    assert second == 'multipart/related; type="*/*"'
+
+
+@pytest.mark.anyio
+async def test_a_multipart_type_without_boundary_around_a_bare_frame_is_that_frame(
+    caplog: pytest.LogCaptureFixture, wire: Wire
+) -> None:
+    caplog.set_level(logging.WARNING, logger="aiodicomweb")
+    content_type = "multipart/related; type=application/octet-stream"
+    server = Server(_frames_answer(b"\x00\x01raw pixels", content_type))
+    async with wire.client(server) as client:
+        assert await client.retrieve_frames(STUDY, SERIES, SOP, [1]) == [b"\x00\x01raw pixels"]
+    assert any("without a boundary" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.anyio
+async def test_multipart_framing_without_its_boundary_is_still_an_error(wire: Wire) -> None:
+    content_type = "multipart/related; type=application/octet-stream"
+    body = b"--abc\r\nContent-Type: application/octet-stream\r\n\r\npx\r\n--abc--\r\n"
+    server = Server(_frames_answer(body, content_type))
+    async with wire.client(server) as client:
+        with pytest.raises(MultipartError, match="without a boundary"):
+            await client.retrieve_frames(STUDY, SERIES, SOP, [1])
+
+
+@pytest.mark.anyio
+async def test_rendered_frames_and_the_type_the_server_actually_sent(
+    caplog: pytest.LogCaptureFixture, wire: Wire
+) -> None:
+    caplog.set_level(logging.WARNING, logger="aiodicomweb")
+    server = Server(status(200, {"Content-Type": "image/png"}, b"\x89PNG"))
+    async with wire.client(server) as client:
+        image = await client.retrieve_rendered(STUDY, SERIES, SOP, frame=[1, 2, 3])
+    assert image == b"\x89PNG" and image.media_type == "image/png"
+    assert server.requests[0].url.path.endswith(f"/instances/{SOP}/frames/1,2,3/rendered")
+    assert any("asked for image/jpeg, got image/png" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.anyio
+async def test_frames_and_bulk_data_stream_as_parts(wire: Wire) -> None:
+    body = b"--b\r\n\r\none\r\n--b\r\n\r\ntwo\r\n--b--\r\n"
+    multipart = f"multipart/related; type={OCTET_STREAM}; boundary=b"
+    server = Server(status(200, {"Content-Type": multipart}, body))
+    async with wire.client(server) as client:
+        async with client.stream_frames(STUDY, SERIES, SOP, [1, 2]) as parts:
+            frames = [await part.read() async for part in parts]
+        async with client.stream_bulkdata("bulk/1") as parts:
+            bulk = [await part.read() async for part in parts]
+        with pytest.raises(UnexpectedResponseError, match="ignored the byte range"):
+            async with client.stream_bulkdata("bulk/1", byte_range=(0, 1)):
+                pass
+    assert frames == bulk == [b"one", b"two"]
