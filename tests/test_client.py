@@ -223,6 +223,35 @@ async def test_frames_stream_as_parts_and_rendered_frames_carry_their_type(clien
     assert image.startswith(b"\xff\xd8\xff") and image.media_type == "image/jpeg"
 
 
+async def test_jpeg_frames_come_in_the_jpeg_transfer_syntax_orthanc_picks(client):
+    sop = f"{ALPHA.series_uid}.1"
+    frames = await client.retrieve_frames(
+        ALPHA.study_uid, ALPHA.series_uid, sop, [1], media_type="image/jpeg"
+    )
+    assert len(frames) == 1 and frames[0].startswith(b"\xff\xd8\xff")
+
+
+async def test_a_byte_range_orthanc_ignores_is_cut_to_the_range(client):
+    sop = f"{ALPHA.series_uid}.2"
+    meta = await client.retrieve_instance_metadata(ALPHA.study_uid, ALPHA.series_uid, sop)
+    uri = meta["7FE00010"]["BulkDataURI"]
+    assert await client.retrieve_bulkdata(uri, byte_range=(10, 109)) == [
+        make_dataset(ALPHA, 2).PixelData[10:110]
+    ]
+
+
+async def test_orthanc_logs_no_error_for_what_the_client_asks(client, orthanc):
+    def mime_errors() -> int:
+        logs = list(orthanc.workdir.glob("*.log*"))
+        assert logs, "Orthanc's log is where the fixture writes it"
+        return sum(p.read_text(errors="replace").count("Unsupported return MIME type") for p in logs)
+
+    before = mime_errors()
+    await client.search_studies()
+    await client.retrieve_series_metadata(ALPHA.study_uid, ALPHA.series_uid)
+    assert mime_errors() == before
+
+
 async def test_retrieve_bulkdata_from_metadata_uri(client):
     sop = f"{ALPHA.series_uid}.2"
     meta = await client.retrieve_instance_metadata(ALPHA.study_uid, ALPHA.series_uid, sop)
