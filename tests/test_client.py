@@ -244,7 +244,9 @@ async def test_orthanc_logs_no_error_for_what_the_client_asks(client, orthanc):
     def mime_errors() -> int:
         logs = list(orthanc.workdir.glob("*.log*"))
         assert logs, "Orthanc's log is where the fixture writes it"
-        return sum(p.read_text(errors="replace").count("Unsupported return MIME type") for p in logs)
+        return sum(
+            p.read_text(errors="replace").count("Unsupported return MIME type") for p in logs
+        )
 
     before = mime_errors()
     await client.search_studies()
