@@ -94,6 +94,13 @@ def tests(session: nox.Session, pydicom: str) -> None:
 
 
 @nox.session
+def peer(session: nox.Session) -> None:
+    """dicomweb-client 0.61.2's own web tests against aiodicomweb.compat (fetches its sdist)."""
+    install_project(session, "peer")
+    session.run("python", "tests/peer/run_peer_suite.py", *session.posargs)
+
+
+@nox.session
 def lint(session: nox.Session) -> None:
     """Ruff lint and format check."""
     session.install(*nox.project.dependency_groups(PYPROJECT, "lint"))

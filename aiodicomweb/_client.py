@@ -259,6 +259,7 @@ class AsyncDicomWebClient:
         page_size: int = 100,
         include_fields: Iterable[str | int] | str | None = None,
         fuzzy: bool | None = None,
+        offset: int = 0,
         additional_params: Params | None = None,
     ) -> AsyncIterator[list[JSON]]:
         """Walk every result of a search, one page (`limit`/`offset`) at a time.
@@ -266,6 +267,7 @@ class AsyncDicomWebClient:
         A short page is not the end (servers cap pages below `limit`): the walk
         ends on an empty page, or when the server ignores `offset` (the same page
         comes back twice; it is then not repeated, and a warning is logged).
+        `offset` skips that many results first.
 
         Raises:
             The errors of `search`.
@@ -273,6 +275,7 @@ class AsyncDicomWebClient:
         return _qido.search_pages(
             self._session, level, study_uid, series_uid, match,
             page_size=page_size, include_fields=include_fields, fuzzy=fuzzy,
+            start=offset,
             additional_params=additional_params,
         )  # fmt: skip
 

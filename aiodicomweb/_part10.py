@@ -12,6 +12,8 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from aiodicomweb._exceptions import DicomWebUsageError
+
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
 
@@ -87,10 +89,16 @@ def dataset_bytes(ds: Dataset) -> bytes:
     import pydicom
 
     buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        if int(pydicom.__version__.split(".")[0]) >= 3:
-            pydicom.dcmwrite(buffer, ds, enforce_file_format=True)
-        else:
-            ds.save_as(buffer, write_like_original=False)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            if int(pydicom.__version__.split(".")[0]) >= 3:
+                pydicom.dcmwrite(buffer, ds, enforce_file_format=True)
+            else:
+                ds.save_as(buffer, write_like_original=False)
+    except (AttributeError, KeyError, TypeError, ValueError) as error:
+        # pydicom's word for a dataset that is no DICOM file (no File Meta, no SOP UIDs).
+        raise DicomWebUsageError(
+            f"this Dataset cannot be written as a DICOM file: {type(error).__name__}: {error}"
+        ) from None
     return buffer.getvalue()

@@ -81,7 +81,7 @@ async def search_pages(
     """
     positive_integer("page_size", page_size)
     extra = extra_query(additional_params)
-    offset = start
+    offset = positive_integer("offset", start, minimum=0)
     while True:
         query = build_query(
             match, include_fields=include_fields, fuzzy=fuzzy, limit=page_size, offset=offset

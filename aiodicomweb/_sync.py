@@ -136,12 +136,14 @@ class _SharedLoop:
         self._users = 0
         self._portal_cm: AbstractContextManager[BlockingPortal] | None = None
         self._portal: BlockingPortal | None = None
+        self.thread_id: int | None = None  # the loop's thread, while it runs
 
     def acquire(self) -> BlockingPortal:
         with self._lock:
             if self._portal is None:
                 self._portal_cm = start_blocking_portal()
                 self._portal = self._portal_cm.__enter__()
+                self.thread_id = self._portal.call(threading.get_ident)
             self._users += 1
             return self._portal
 
@@ -151,7 +153,7 @@ class _SharedLoop:
             if self._users or self._portal is None or self._portal_cm is None:
                 return
             portal, portal_cm = self._portal, self._portal_cm
-            self._portal = self._portal_cm = None
+            self._portal = self._portal_cm = self.thread_id = None
             try:
                 # A stream a script left suspended would keep the loop (and the exit) waiting.
                 with suppress(RuntimeError):
@@ -164,6 +166,10 @@ _LOOP = _SharedLoop()
 
 
 def _shutdown(portal: BlockingPortal, client: AsyncDicomWebClient) -> None:
+    if threading.get_ident() == _LOOP.thread_id:
+        # Collected on the loop's own thread, which cannot wait for itself: close elsewhere.
+        threading.Thread(target=_shutdown, args=(portal, client), daemon=True).start()
+        return
     try:
         portal.call(client.aclose)
     finally:

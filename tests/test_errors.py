@@ -1135,3 +1135,13 @@ async def test_frames_and_bulk_data_stream_as_parts(wire: Wire) -> None:
             async with client.stream_bulkdata("bulk/1", byte_range=(0, 1)):
                 pass
     assert frames == bulk == [b"one", b"two"]
+
+
+@pytest.mark.anyio
+async def test_search_pages_may_start_at_an_offset(wire: Wire) -> None:
+    server = PagingServer(5)
+    async with wire.client(server) as client:
+        pages = [page async for page in client.search_pages("instances", STUDY, page_size=2,
+                                                            offset=3)]  # fmt: skip
+    assert pages == [[_dataset(3), _dataset(4)]]
+    assert server.offsets == [3, 5]

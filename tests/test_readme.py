@@ -129,11 +129,19 @@ def check_legacy(names: dict[str, Any], orthanc: OrthancServer) -> None:
     assert orthanc_id(orthanc, STUDY.study_uid, "Study") is None  # deleteStudy
 
 
+def check_compat(names: dict[str, Any], orthanc: OrthancServer) -> None:
+    found = {study["0020000D"]["Value"][0] for study in names["studies"]}
+    assert STUDY.study_uid in found  # the search for "DOE^J*"
+    expected = sorted(i.sop_instance_uid for i in generate_series(STUDY))
+    assert sorted(str(ds.SOPInstanceUID) for ds in names["instances"]) == expected
+
+
 # What each example implies, by the heading it sits under.
 CHECKS: dict[str, Callable[[dict[str, Any], OrthancServer], None]] = {
     "Async": check_async,
     "Sync": check_sync,
     "Legacy adapter": check_legacy,
+    "Coming from dicomweb-client": check_compat,
 }
 
 

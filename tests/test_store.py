@@ -174,3 +174,12 @@ async def test_store_reports_progress_after_each_request(client, fresh_study):
 )
 def test_batch_target_keeps_requests_concurrent(total, limit, concurrency, expected):
     assert _batch_target(total, limit, concurrency) == expected
+
+
+async def test_a_dataset_that_is_no_dicom_file_is_a_usage_error_before_any_request():
+    requests: list[httpx.Request] = []
+    transport = httpx.MockTransport(lambda r: requests.append(r) or httpx.Response(200))
+    async with AsyncDicomWebClient("http://pacs.test/dicom-web", transport=transport) as client:
+        with pytest.raises(DicomWebUsageError, match="cannot be written as a DICOM file"):
+            await client.store([pydicom.Dataset()])
+    assert requests == []

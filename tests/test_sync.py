@@ -7,6 +7,7 @@ import inspect
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -148,3 +149,18 @@ def test_clients_share_one_thread_that_stops_with_the_last_one(orthanc):
 def test_retry_policy_can_be_replaced(client):
     client.retry = RetryPolicy(max_attempts=2)
     assert client.async_client.retry == RetryPolicy(max_attempts=2)
+
+
+def test_a_client_closed_on_the_loop_thread_is_closed_without_waiting_for_itself(orthanc):
+    with DicomWebClient(orthanc.dicomweb_url) as keeper:  # keeps the shared loop running
+        other = DicomWebClient(orthanc.dicomweb_url)
+        other.search_studies()
+        keeper._portal.call(other.close)  # as when collected by gc on the loop's thread
+        assert other.closed
+        core = other.async_client
+        for _ in range(200):
+            if core._session.requester.closed:
+                break
+            time.sleep(0.01)
+        assert core._session.requester.closed
+        assert keeper.search_studies() is not None
