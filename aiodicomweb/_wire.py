@@ -412,14 +412,16 @@ def _request_head(target: bytes, headers: list[tuple[bytes, bytes]]) -> bytes:
 class _ResponseParser:
     """One response as llhttp (httptools) reads it: head, body pieces, completion.
 
-    The callbacks below are llhttp's; the parser is strict except for obs-fold
-    (a header continued on the next line), which it joins as h11 does, with
-    every header value then checked against h11's grammar.
+    The callbacks below are llhttp's; the parser is strict except where h11 is
+    lenient: obs-fold (a header continued on the next line) is joined, every
+    header value then checked against h11's grammar, and a Content-Length sent
+    with `Transfer-Encoding: chunked` gives way to the chunks.
     """
 
     def __init__(self) -> None:
         self.parser = httptools.HttpResponseParser(self)
-        self.parser.set_dangerous_leniencies(lenient_headers=True)
+        # Also as h11: Transfer-Encoding overrides a Content-Length sent with it (below).
+        self.parser.set_dangerous_leniencies(lenient_headers=True, lenient_chunked_length=True)
         self.status = 0
         self.reason = b""
         self.headers: list[tuple[bytes, bytes]] = []
@@ -512,6 +514,8 @@ class _ResponseParser:
             # As h11: chunked is the only transfer coding; stacked or unknown ones are refused.
             raise httpx.RemoteProtocolError(f"unsupported Transfer-Encoding {coding[:40]!r}")
         has_length = self.header(b"content-length") is not None
+        if coding and has_length:
+            self._keep_alive = False  # read by its chunks, as h11 does; never reused (smuggling)
         self.framed = bool(coding) or has_length or status in (204, 304)
 
     def on_body(self, piece: bytes) -> None:
