@@ -52,9 +52,13 @@ def aiodicomweb_case(
 def dicomweb_client_case(
     case: str, url: str, study: str, series: str, out: str
 ) -> tuple[float, float]:
-    from dicomweb_client.api import DICOMwebClient
+    if case.startswith("compat-"):  # the drop-in, driven exactly as the peer is
+        from aiodicomweb.compat import DICOMwebClient
+    else:
+        from dicomweb_client.api import DICOMwebClient
 
     client = DICOMwebClient(url)
+    case = case.removeprefix("compat-")
     cpu = cpu_seconds()
     started = time.perf_counter()
     count = 0
@@ -75,7 +79,7 @@ def dicomweb_client_case(
 
 
 def main(case: str, url: str, study: str, series: str, out: str) -> None:
-    runner = aiodicomweb_case if case.startswith("aio") else dicomweb_client_case
+    runner = aiodicomweb_case if case.startswith("aio-") else dicomweb_client_case
     seconds, cpu = runner(case, url, study, series, out)
     print(json.dumps({"seconds": seconds, "cpu_seconds": cpu, "peak_rss_mb": peak_rss_mb()}))
 

@@ -149,6 +149,8 @@ def series_cases(
             cases += [
                 Case("dicomweb-client retrieve_series+save_as", origin,
                      worker("dwc-retrieve", origin, study, series)),
+                Case("aiodicomweb.compat retrieve_series+save_as", origin,
+                     worker("compat-dwc-retrieve", origin, study, series)),
                 Case("dicomweb-client iter_series+save_as", origin,
                      worker("dwc-iter", origin, study, series)),
             ]  # fmt: skip
