@@ -136,12 +136,19 @@ def check_compat(names: dict[str, Any], orthanc: OrthancServer) -> None:
     assert sorted(str(ds.SOPInstanceUID) for ds in names["instances"]) == expected
 
 
+def check_batch(names: dict[str, Any], orthanc: OrthancServer) -> None:
+    assert names["result"].ok and names["result"].downloaded == 1
+    series_folder(Path("cohort", STUDY.study_uid, STUDY.series_uid), STUDY)
+    assert "downloaded" in Path("report.csv").read_text()
+
+
 # What each example implies, by the heading it sits under.
 CHECKS: dict[str, Callable[[dict[str, Any], OrthancServer], None]] = {
     "Async": check_async,
     "Sync": check_sync,
     "Legacy adapter": check_legacy,
     "Coming from dicomweb-client": check_compat,
+    "Batch downloads": check_batch,
 }
 
 
@@ -158,6 +165,7 @@ def workdir(orthanc: OrthancServer, tmp_path: Path, monkeypatch) -> Iterator[Pat
     for n, instance in enumerate(generate_series(INCOMING)):
         (tmp_path / "incoming" / f"{n}.dcm").write_bytes(instance.data)
     (tmp_path / "archive").mkdir()  # the legacy adapter's target root must exist
+    (tmp_path / "cohort.csv").write_text(f"StudyInstanceUID\n{STUDY.study_uid}\n")  # batch
     yield tmp_path
     delete_study(orthanc, STUDY.study_uid)
 

@@ -5,6 +5,7 @@
     aiodicomweb store PATH... [--include REGEX] [--study UID]
     aiodicomweb delete study STUDY | delete series STUDY SERIES
     aiodicomweb metadata STUDY [SERIES [INSTANCE]] [--json]
+    aiodicomweb batch MANIFEST -o DIR [--dask-workers N | --dask-scheduler ADDR]
 
 Results go to standard output; progress, warnings and errors to standard error.
 Exit status: 0 success, 1 failure or partial failure, 2 usage error, 130 interrupted.
@@ -46,6 +47,7 @@ from aiodicomweb import (
     find_dicom_files,
     validate_uid,
 )
+from aiodicomweb.cli.batch import add_batch
 from aiodicomweb.cli.display import (
     Progress,
     Terminal,
@@ -762,7 +764,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     _add_common(parser, suppress=False)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for add in (_add_search, _add_download, _add_store, _add_delete, _add_metadata):
+    for add in (_add_search, _add_download, _add_store, _add_delete, _add_metadata, add_batch):
         for subparser in add(commands):
             _add_common(subparser, suppress=True)
     return parser
