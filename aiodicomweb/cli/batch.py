@@ -5,7 +5,7 @@
 
 `add_batch` adds it to the command's subparsers as `build_parser` adds the others;
 `cmd_batch` runs it. In-process, it uses the command's client; on Dask, the
-connection options again (`client_options`), which the workers receive in a plugin.
+command's connection options (`args.connection`), which the workers receive in a plugin.
 """
 
 from __future__ import annotations
@@ -118,10 +118,8 @@ async def cmd_batch(client: AsyncDicomWebClient, args: argparse.Namespace, ui: U
 
 
 def _on_dask(args: argparse.Namespace, settings: dict[str, Any]) -> BatchResult:
-    """The batch on Dask; the connection options are read again, for the workers."""
-    from aiodicomweb.cli.commands import client_options  # the module that imports this one
-
-    url, options = client_options(args)
+    """The batch on Dask, with the command's connection options for the workers."""
+    url, options = args.connection
     return download_manifest(
         args.manifest, args.output, url=url, scheduler=args.dask_scheduler,
         workers=args.dask_workers, **settings, **options,

@@ -838,6 +838,7 @@ def client_options(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
 
 async def _run(args: argparse.Namespace, url: str, options: dict[str, Any], ui: Ui) -> int:
     handler: Handler = args.handler
+    args.connection = (url, options)  # for commands that build clients elsewhere (batch)
     async with AsyncDicomWebClient(url, **options) as client:
         return await handler(client, args, ui)
 
