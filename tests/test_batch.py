@@ -40,9 +40,9 @@ from aiodicomweb.batch import (
 )
 from aiodicomweb.batch._layout import clear_series
 from aiodicomweb.cli import commands as cli
-from aiodicomweb.cli.batch import add_batch, batch_status
+from aiodicomweb.cli.batch import batch_status
 from tests.conftest import AUTH_PASSWORD, AUTH_USER
-from tests.support.corpus import Corpus, stored_bytes, upload_instances
+from tests.support.corpus import Corpus, delete_study, stored_bytes, upload_instances
 from tests.support.dicomgen import TEST_CORPUS, SeriesSpec, generate_series
 from tests.support.orthanc import OrthancServer
 
@@ -169,10 +169,12 @@ class SlowRelay:
 
 
 @pytest.fixture(scope="module")
-def slow_set(orthanc: OrthancServer) -> tuple[SeriesSpec, ...]:
-    """SLOW_SET, stored in Orthanc."""
+def slow_set(orthanc: OrthancServer) -> Iterator[tuple[SeriesSpec, ...]]:
+    """SLOW_SET, stored in Orthanc, and removed again (other modules count the studies)."""
     upload_instances(orthanc, [i for spec in SLOW_SET for i in generate_series(spec)])
-    return SLOW_SET
+    yield SLOW_SET
+    for study_uid in {spec.study_uid for spec in SLOW_SET}:
+        delete_study(orthanc, study_uid)
 
 
 @pytest.fixture
@@ -403,12 +405,8 @@ def test_a_study_the_server_lacks_fails_alone(
 
 
 @pytest.fixture
-def main(monkeypatch: pytest.MonkeyPatch) -> Callable[[list[str]], int]:
-    """`aiodicomweb`'s main with `batch` registered, as the two proposed lines do."""
-    commands = cli.build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
-    if "batch" not in commands:
-        add_metadata = cli._add_metadata
-        monkeypatch.setattr(cli, "_add_metadata", lambda c: [*add_metadata(c), *add_batch(c)])
+def main() -> Callable[[list[str]], int]:
+    """`aiodicomweb`'s main, `batch` among its commands."""
     return cli.main
 
 
