@@ -21,7 +21,7 @@ from aiodicomweb._bulk_store import (
 )
 from aiodicomweb._delete import DELETE_STRATEGIES, DeleteStrategy
 from aiodicomweb._dicom_json import JSON
-from aiodicomweb._exceptions import DicomWebUsageError, UnexpectedResponseError
+from aiodicomweb._exceptions import DicomWebUsageError
 from aiodicomweb._inflate import DEFAULT_LIMITS, InflateLimits
 from aiodicomweb._media import OCTET_STREAM, MediaTypes
 from aiodicomweb._multipart_stream import DEFAULT_MAX_PARTS, MultipartStream
@@ -413,13 +413,9 @@ class AsyncDicomWebClient:
             The errors of `retrieve_bulkdata`.
         """
         query = extra_query(additional_params)
-        opened = _wado.open_bulkdata(self._session, uri, byte_range, media_type, query)
-        async with opened as (parts, whole):
-            if whole:
-                raise UnexpectedResponseError(
-                    f"bulk data {uri}: the server ignored the byte range; "
-                    "retrieve_bulkdata cuts its answer to the range"
-                )
+        async with _wado.stream_bulkdata(
+            self._session, uri, byte_range, media_type, query
+        ) as parts:
             yield parts
 
     # -- WADO-RS: buffered ---------------------------------------------------

@@ -1,6 +1,6 @@
 """DICOM Part 10 files on the local disk: what a file is, the UIDs in its header.
 
-pydicom is imported on demand: it costs 0.3 s, and plain downloads never need it.
+pydicom is imported on demand: it is slow to import, and plain downloads never need it.
 """
 
 from __future__ import annotations

@@ -33,6 +33,7 @@ __all__ = [
     "retrieve_metadata",
     "retrieve_parts",
     "retrieve_rendered",
+    "stream_bulkdata",
 ]
 
 logger = logging.getLogger("aiodicomweb")
@@ -152,6 +153,25 @@ async def open_bulkdata(
     pairs = accepted_types(media_types, None)
     async with _open(session, url, pairs, headers) as (parts, status):
         yield parts, byte_range is not None and status != 206
+
+
+@asynccontextmanager
+async def stream_bulkdata(
+    session: Session,
+    uri: str,
+    byte_range: ByteRange | None,
+    media_types: MediaTypes,
+    query: str = "",
+) -> AsyncIterator[MultipartStream]:
+    """The parts of a bulk data request; a range the server ignored is an error here,
+    since a stream cannot be cut to it (`retrieve_bulkdata` cuts its answer)."""
+    async with open_bulkdata(session, uri, byte_range, media_types, query) as (parts, whole):
+        if whole:
+            raise UnexpectedResponseError(
+                f"bulk data {uri}: the server ignored the byte range; "
+                "retrieve_bulkdata cuts its answer to the range"
+            )
+        yield parts
 
 
 async def retrieve_bulkdata(
