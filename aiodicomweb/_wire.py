@@ -1,4 +1,4 @@
-"""The fast path for GETs: large reads, llhttp framing, TLS on a non-blocking socket.
+"""The fast path for GETs: large reads, llhttp framing, TLS on memory buffers.
 
 An httpx transport. GETs to http and https origins that go through no proxy
 are sent here; every other request goes to `inner`, httpx's own transport.
@@ -6,7 +6,8 @@ httpx still does everything above the wire (auth flows, cookies, redirects,
 timeout settings), except for the GETs `_direct` hands to `get` itself.
 
 What makes it fast (figures in benchmarks/README.md): reads of up to 1 MiB into
-one reused buffer, and over TLS as many records as are ready before anything is
+one reused buffer; over TLS, ciphertext read from the non-blocking socket in
+large pieces and as many records decrypted as are ready before anything is
 parsed; responses parsed by llhttp (httptools), which hands each body piece out
 with one copy; small answers read whole; a keep-alive pool. What keeps it
 honest: llhttp frames every response (status line, headers, Content-Length,
@@ -16,6 +17,7 @@ checked against h11's grammar before they are written.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import ipaddress
 import re
@@ -34,6 +36,7 @@ from aiodicomweb._rate import MinRate, RateWatch
 __all__ = ["DEFAULT_PORTS", "READ_SIZE", "WireTransport"]
 
 READ_SIZE = 1 << 20
+RAW_READ = 256 * 1024  # TLS: ciphertext per socket read, decrypted into the READ_SIZE buffer
 MAX_HEAD = 64 * 1024
 MAX_INFORMATIONAL = 16  # 1xx heads before the answer: an endless stream of them is refused
 # Bodies up to this size are read whole before the response is returned (QIDO
@@ -176,17 +179,18 @@ class WireTransport(httpx.AsyncBaseTransport):
 
 
 class _Connection:
-    """One non-blocking socket, plain or TLS, read in large pieces into one buffer."""
+    """One non-blocking socket, plain or TLS, read in large pieces into one buffer.
 
-    def __init__(self, sock: socket.socket, timeouts: dict[str, Any]) -> None:
+    TLS runs on memory buffers fed by large socket reads: OpenSSL reading the
+    socket itself makes two system calls per record, and nginx sends 4 KiB
+    records (benchmarks/README.md).
+    """
+
+    def __init__(
+        self, sock: socket.socket, timeouts: dict[str, Any], tls: _Tls | None = None
+    ) -> None:
         self.sock = sock
-        self.tls = isinstance(sock, ssl.SSLSocket)
-        # The TLS object's own read: SSLSocket.recv_into adds two Python calls to each
-        # record, and nginx sends 4 KiB records (benchmarks/README.md).
-        self.read_record: Callable[[int, memoryview], int] | None = None
-        if self.tls:
-            tls_object = getattr(sock, "_sslobj", None)
-            self.read_record = getattr(tls_object, "read", None) or _records(sock)
+        self.tls = tls
         self.buffer = memoryview(bytearray(READ_SIZE))
         self.failure: OSError | None = None  # met after some bytes: raised at the next read
         self.watch = RateWatch(None)
@@ -205,13 +209,14 @@ class _Connection:
         try:
             with anyio.fail_after(timeouts.get("connect")):
                 sock = await _connect(host, port)
+                tls = None
                 if scheme == "https":
-                    sock = await _start_tls(sock, host, tls_context())
+                    tls = await _Tls.start(sock, host, tls_context())
         except TimeoutError as error:
             raise httpx.ConnectTimeout(str(error) or "connect timed out") from None
         except OSError as error:  # ssl.SSLError included: certificate and handshake failures
             raise httpx.ConnectError(str(error) or type(error).__name__) from None
-        return cls(sock, timeouts)
+        return cls(sock, timeouts, tls)
 
     def close(self) -> None:
         self.sock.close()
@@ -222,41 +227,19 @@ class _Connection:
         if self.sock.fileno() < 0:
             return False
         try:
-            # The raw socket, below TLS: a byte here is a close, or unexpected.
-            waiting = socket.socket.recv(self.sock, 1, socket.MSG_PEEK)
+            waiting = self.sock.recv(1, socket.MSG_PEEK)
         except BlockingIOError:
-            return not (self.tls and self.sock.pending())  # type: ignore[attr-defined]
+            waiting = None
         except OSError:
             return False
-        return bool(waiting) and self.tls and self._tls_idle()
-
-    def _tls_idle(self) -> bool:
-        """TLS: a record came on an idle connection; only a session ticket is harmless."""
-        try:
-            self.sock.recv_into(self.buffer[:1])
-        except ssl.SSLWantReadError:
-            return True  # a record without application data (a TLS 1.3 ticket)
-        except (OSError, ValueError):
-            pass
-        return False  # closed, alerted, or data nobody asked for
+        if self.tls is None or waiting == b"":
+            return waiting is None  # a byte is a close, or data nobody asked for
+        return self.tls.idle(self.sock)
 
     async def send_all(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            try:
-                view = view[self.sock.send(view) :]
-                continue
-            except (BlockingIOError, ssl.SSLWantWriteError):
-                wait = anyio.wait_writable
-            except ssl.SSLWantReadError:
-                wait = anyio.wait_readable
-            except OSError as error:
-                raise httpx.WriteError(str(error) or type(error).__name__) from None
-            try:
-                with anyio.fail_after(self.write_timeout):
-                    await wait(self.sock)
-            except TimeoutError:
-                raise httpx.WriteTimeout("write timed out") from None
+        if self.tls is not None:
+            data = self.tls.encrypt(data)
+        await _send(self.sock, data, self.write_timeout)
 
     async def fill(self) -> int:
         """Read what the socket holds into `buffer`; the count, 0 at end of stream.
@@ -277,36 +260,47 @@ class _Connection:
         return count
 
     def _read_ready(self) -> int | None:
-        """Bytes read without waiting (0 at end of stream), or None when none are ready.
-
-        Over TLS each read gives one record (16 KiB at most), so records are read
-        until the socket would block or the buffer is full.
-        """
+        """Bytes read without waiting (0 at end of stream), or None when none are ready."""
         if self.failure is not None:
             raise httpx.ReadError(str(self.failure) or type(self.failure).__name__)
         if self.ended:
             return 0
-        total = 0
-        buffer, read_record = self.buffer, self.read_record
+        if self.tls is not None:
+            return self._read_tls(self.tls)
         try:
-            if read_record is None:
-                total = self.sock.recv_into(buffer)
-            else:
-                while total < READ_SIZE and (
-                    count := read_record(READ_SIZE - total, buffer[total:])
-                ):
-                    total += count
-        except (BlockingIOError, ssl.SSLWantReadError):
-            return total or None
-        except ssl.SSLZeroReturnError:
-            self.ended = True  # close_notify: the end of the stream
+            return self.sock.recv_into(self.buffer)
+        except BlockingIOError:
+            return None
+        except OSError as error:
+            return self._failed(0, error)
+
+    def _read_tls(self, tls: _Tls) -> int | None:
+        """Records decrypted until the socket would block or the buffer is full.
+
+        Each decryption gives one record (16 KiB at most, often 4 KiB).
+        """
+        total = 0
+        buffer = self.buffer
+        read = tls.read
+        try:
+            while total < READ_SIZE:
+                try:
+                    count = read(READ_SIZE - total, buffer[total:])
+                except ssl.SSLWantReadError:
+                    if tls.receive(self.sock):
+                        continue
+                    break  # the socket would block
+                if not count:
+                    self.ended = True  # close_notify: the end of the stream
+                    break
+                total += count
         except ssl.SSLEOFError as error:
             if not _closed_without_notify(error):
                 return self._failed(total, ConnectionResetError("connection reset by peer"))
             self.ended = True  # TLS would call any later read a protocol violation
-        except OSError as error:
+        except OSError as error:  # ssl.SSLError included: an alert, a bad record
             return self._failed(total, error)
-        return total
+        return total if total or self.ended else None
 
     def _failed(self, total: int, error: OSError) -> int:
         """Raise `error`, or keep it for the next read when some bytes came first."""
@@ -342,11 +336,6 @@ async def _connect(host: str, port: int) -> socket.socket:
     raise last
 
 
-def _records(sock: socket.socket) -> Callable[[int, memoryview], int]:
-    """Record reads through the public API, should `SSLSocket` ever hide its object."""
-    return lambda size, view: sock.recv_into(view, size)
-
-
 def _closed_without_notify(error: ssl.SSLEOFError) -> bool:
     """A TLS peer that closed its socket without close_notify (as httpx, taken as an end).
 
@@ -367,27 +356,98 @@ def _literal_address(host: str, port: int) -> list[Any]:
     return [(family, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", where)]
 
 
-async def _start_tls(sock: socket.socket, host: str, context: ssl.SSLContext) -> ssl.SSLSocket:
-    """The TLS handshake on the non-blocking socket (SNI and hostname check by `context`)."""
-    try:
-        tls = context.wrap_socket(
-            sock, server_hostname=host, do_handshake_on_connect=False, suppress_ragged_eofs=False
-        )
-    except BaseException:
-        sock.close()
-        raise
-    try:
-        while True:
-            try:
-                tls.do_handshake()
-                return tls
-            except ssl.SSLWantReadError:
-                await anyio.wait_readable(tls)
-            except ssl.SSLWantWriteError:
-                await anyio.wait_writable(tls)
-    except BaseException:
-        tls.close()
-        raise
+async def _send(sock: socket.socket, data: bytes, write_timeout: float | None) -> None:
+    """Write all of `data` to the non-blocking socket."""
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[sock.send(view) :]
+            continue
+        except BlockingIOError:
+            pass
+        except OSError as error:
+            raise httpx.WriteError(str(error) or type(error).__name__) from None
+        try:
+            with anyio.fail_after(write_timeout):
+                await anyio.wait_writable(sock)
+        except TimeoutError:
+            raise httpx.WriteTimeout("write timed out") from None
+
+
+class _Tls:
+    """TLS on memory buffers, which the connection fills with large socket reads."""
+
+    def __init__(
+        self, tls_object: ssl.SSLObject, incoming: ssl.MemoryBIO, outgoing: ssl.MemoryBIO
+    ) -> None:
+        self.object = tls_object
+        # The C object's own read: `SSLObject.read` adds a Python call to each record.
+        c_object: Any = getattr(tls_object, "_sslobj", tls_object)
+        self.read: Callable[[int, memoryview], int] = c_object.read
+        self.incoming = incoming
+        self.outgoing = outgoing
+        self.raw = memoryview(bytearray(RAW_READ))
+        self.unsent = b""
+
+    @classmethod
+    async def start(cls, sock: socket.socket, host: str, context: ssl.SSLContext) -> _Tls:
+        """The handshake (SNI and hostname check by `context`); closes `sock` on failure."""
+        try:
+            incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+            tls = cls(
+                context.wrap_bio(incoming, outgoing, server_hostname=host), incoming, outgoing
+            )
+            while True:
+                try:
+                    tls.object.do_handshake()
+                    finished = True
+                except ssl.SSLWantReadError:
+                    finished = False
+                await _send(sock, tls.encrypt(b""), None)  # the connect timeout covers it
+                if finished:
+                    return tls
+                await anyio.wait_readable(sock)
+                tls.receive(sock)
+        except BaseException:
+            sock.close()
+            raise
+
+    def encrypt(self, data: bytes) -> bytes:
+        """`data` as records to send, after any TLS message still unsent."""
+        if data:
+            self.object.write(data)
+        pending, self.unsent = self.unsent + self.outgoing.read(), b""
+        return pending
+
+    def receive(self, sock: socket.socket) -> bool:
+        """Move what the socket holds to the TLS object; False if it would block."""
+        try:
+            count = sock.recv_into(self.raw)
+        except BlockingIOError:
+            return False
+        if count:
+            self.incoming.write(self.raw[:count])
+        else:
+            self.incoming.write_eof()  # the TLS object tells a close_notify from a cut
+        if self.outgoing.pending:  # an answer to the server (a key update): sent when it can be
+            self.unsent = self.encrypt(b"")
+            with contextlib.suppress(OSError):  # a broken socket shows at the next read
+                self.unsent = self.unsent[sock.send(self.unsent) :]
+        return True
+
+    def idle(self, sock: socket.socket) -> bool:
+        """Only records without application data (TLS 1.3 tickets) came while idle."""
+        probe = bytearray(1)
+        try:
+            while True:
+                try:
+                    self.object.read(1, probe)
+                    return False  # data nobody asked for, or close_notify
+                except ssl.SSLWantReadError:
+                    if not self.receive(sock):
+                        return True
+        except (OSError, ValueError):
+            return False  # closed, reset or alerted
 
 
 def _request_head(target: bytes, headers: list[tuple[bytes, bytes]]) -> bytes:

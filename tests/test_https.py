@@ -1,6 +1,6 @@
 """HTTPS and proxies against the real Orthanc: nginx as its TLS front, a forward proxy.
 
-GETs to an https origin take the fast path (a non-blocking `ssl.SSLSocket`), with
+GETs to an https origin take the fast path (TLS over a non-blocking socket), with
 httpx's TLS semantics; requests through a proxy, and every POST or DELETE, take
 httpx's own transport with the same TLS context.
 """
@@ -101,16 +101,19 @@ async def test_https_searches_reuse_one_connection_and_match_plain_http(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     handshakes: list[str] = []
-    wrap = ssl.SSLContext.wrap_socket
 
-    def counting(self: ssl.SSLContext, *args: Any, **kwargs: Any) -> Any:
-        handshakes.append(kwargs.get("server_hostname", ""))
-        return wrap(self, *args, **kwargs)
+    def counting(wrap: Any) -> Any:
+        def counted(self: ssl.SSLContext, *args: Any, **kwargs: Any) -> Any:
+            handshakes.append(kwargs.get("server_hostname", ""))
+            return wrap(self, *args, **kwargs)
+
+        return counted
 
     async with AsyncDicomWebClient(orthanc.dicomweb_url) as plain:
         expected = without_urls(await plain.search_series(SPEC.study_uid))
     context = ssl.create_default_context(cafile=str(certificates.ca))
-    monkeypatch.setattr(ssl.SSLContext, "wrap_socket", counting)
+    for wrap in ("wrap_socket", "wrap_bio"):  # TLS over a socket or over memory buffers
+        monkeypatch.setattr(ssl.SSLContext, wrap, counting(getattr(ssl.SSLContext, wrap)))
     async with AsyncDicomWebClient(orthanc_https.dicomweb_url, verify=context) as client:
         for _ in range(3):
             assert without_urls(await client.search_series(SPEC.study_uid)) == expected
