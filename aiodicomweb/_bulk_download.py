@@ -10,19 +10,21 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
 import os
 import secrets
 import shutil
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
+from contextlib import aclosing, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import anyio
+from anyio.streams.memory import MemoryObjectSendStream
 
 from aiodicomweb._bulk_files import write_part
 from aiodicomweb._exceptions import (
@@ -401,28 +403,46 @@ class _SeriesJob:
             "%d missing instances one by one", self.series_uid, len(received), broken.error,
             kept, len(missing),
         )  # fmt: skip
-        return received + await self.fetch(missing, start=len(received), expected=len(listed))
+        return received + await self.fetch(_listed(missing), start=len(received))
 
     async def per_instance(self) -> SeriesResult:
-        """QIDO lists the instances; each is fetched alone, in QIDO order."""
-        uids = await self.session.list_instance_uids(self.study_uid, self.series_uid)
-        if not uids:
+        """QIDO lists the instances page by page; each is fetched alone, in QIDO order,
+        from the first page on while the listing goes on."""
+        pages = self.session.instance_uid_pages(self.study_uid, self.series_uid)
+        files = await self.fetch(pages, start=0)
+        if not files:
             raise UnexpectedResponseError(f"series {self.series_uid}: QIDO lists no instances")
-        return self._result(await self.fetch(uids, start=0, expected=len(uids)))
+        return self._result(files)
 
-    async def fetch(self, uids: Sequence[str], start: int, expected: int) -> list[Path]:
-        """Fetch `uids` into consecutive files from `start`, `concurrency` at a time."""
-        limiter = anyio.CapacityLimiter(self.concurrency)
-        paths = [self.folder / _file_name(start + n) for n in range(len(uids))]
+    async def fetch(self, pages: AsyncGenerator[list[str], None], start: int) -> list[Path]:
+        """Fetch the UIDs of `pages` into consecutive files from `start`, `concurrency`
+        at a time, as the pages come."""
+        slots = anyio.Semaphore(self.concurrency)
+        paths: list[Path] = []
+        expected: int | None = None  # the series' size, once the listing has ended
 
         async def one(sop_uid: str, path: Path) -> None:
-            async with limiter:
+            try:
                 size = await retrying(self.session.retry, lambda: self._instance(sop_uid, path))
-                self.tally.add(self.series_uid, size, expected)
+            finally:
+                slots.release()
+            self.tally.add(self.series_uid, size, expected)
 
-        async with task_group() as group:
-            for sop_uid, path in zip(uids, paths, strict=True):
-                group.start_soon(one, sop_uid, path)
+        async def listing(send: MemoryObjectSendStream[list[str]]) -> None:
+            async with send, aclosing(pages):
+                async for page in pages:  # the next page is asked for while this one downloads
+                    send.send_nowait(page)
+
+        send, receive = anyio.create_memory_object_stream[list[str]](math.inf)
+        async with task_group() as group, receive:
+            group.start_soon(listing, send)
+            async for page in receive:
+                for sop_uid in page:
+                    await slots.acquire()
+                    path = self.folder / _file_name(start + len(paths))
+                    paths.append(path)
+                    group.start_soon(one, sop_uid, path)
+            expected = start + len(paths)
         return paths
 
     async def _instance(self, sop_uid: str, path: Path) -> int:
@@ -566,3 +586,8 @@ async def download_study(
         for uid in uids
     )  # fmt: skip
     return DownloadResult(dest, study_uid, series, time.perf_counter() - started)
+
+
+async def _listed(uids: list[str]) -> AsyncGenerator[list[str], None]:
+    """A known list of UIDs as the one page of a listing."""
+    yield uids

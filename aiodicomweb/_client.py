@@ -310,7 +310,16 @@ class AsyncDicomWebClient:
         return list(await self._session.list_series(study_uid))
 
     async def list_instance_uids(self, study_uid: str, series_uid: str) -> list[str]:
-        """SOPInstanceUIDs of a series in the server's order, validated (see above)."""
+        """SOPInstanceUIDs of a series in the server's order, validated (see above).
+
+        Listed in pages (`limit`/`offset`) until an empty one, so that a server
+        capping its answers is asked for the rest; a server that ignores `offset`
+        is asked once for the whole list.
+
+        Raises:
+            UnexpectedResponseError: an invalid or repeated UID, or a server that
+                ignores `offset` and caps its answers (the list cannot be complete).
+        """
         return await self._session.list_instance_uids(study_uid, series_uid)
 
     # -- WADO-RS: streams ----------------------------------------------------
@@ -645,7 +654,8 @@ class AsyncDicomWebClient:
             dest_dir: The folder to create; it must not exist. Missing parents
                 are made (`mkdir -p`), and removed again if the download fails.
             strategy: `"multipart"` (one WADO-RS request for the series) or
-                `"per_instance"` (QIDO lists the instances, each is fetched alone).
+                `"per_instance"` (QIDO lists the instances page by page, each is
+                fetched alone, from the first page on; see `list_instance_uids`).
             fallback: With `"multipart"`, switch to per instance when the server
                 will not send the series as multipart.
             concurrency: Instances in flight with `"per_instance"`.

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import AsyncIterator, Iterable, Mapping
 
 from aiodicomweb._dicom_json import JSON, STUDY_INSTANCE_UID, first_value
-from aiodicomweb._session import Session
+from aiodicomweb._session import Session, says_capped
 from aiodicomweb._urls import Level, Params, build_query, extra_query
 from aiodicomweb._validate import positive_integer, server_uid, validate_uid
 
@@ -16,8 +15,6 @@ __all__ = ["find_study_uid", "search", "search_pages"]
 logger = logging.getLogger("aiodicomweb")
 
 Match = Mapping[str | int, object]
-# RFC 7234 warn-code 299 with the text servers use for a capped answer.
-_MORE = re.compile(r"\b299\b.*\b(additional|more)\b.*\bresults?\b", re.IGNORECASE)
 Fields = Iterable[str | int] | str
 
 
@@ -44,7 +41,7 @@ async def search(
     )
     query = "&".join(filter(None, [query, extra_query(additional_params)]))
     results, warning = await session.search_page(level, study_uid, series_uid, query)
-    if not results or warning is None or not _MORE.search(warning):
+    if not results or not says_capped(warning):
         return results
     if limit is not None and len(results) >= limit:
         return results

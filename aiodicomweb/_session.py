@@ -9,7 +9,8 @@ turns the client's constructor arguments into one.
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import AsyncIterator, Collection, Mapping
+import re
+from collections.abc import AsyncGenerator, AsyncIterator, Collection, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from http.cookiejar import CookieJar
@@ -46,8 +47,10 @@ from aiodicomweb._transports import HttpClient, client_transports
 from aiodicomweb._urls import Level, build_query, qido_path, redact_url, with_query
 from aiodicomweb._validate import checked_headers, positive_integer, server_uid
 
-__all__ = ["Roots", "Session", "open_session"]
+__all__ = ["Roots", "Session", "open_session", "says_capped"]
 
+# RFC 7234 warn-code 299 with the text servers use for a capped answer.
+_CAPPED = re.compile(r"\b299\b.*\b(additional|more)\b.*\bresults?\b", re.IGNORECASE)
 _NO_GZIP = {"Accept-Encoding": "identity"}  # DICOM bodies do not compress; streams stay raw
 
 
@@ -65,6 +68,9 @@ class Roots:
 
 class Session:
     """One client's requests: the runner, the URL roots and the shared requests."""
+
+    FIRST_PAGE = 25  # instances listed before the first download starts
+    LAST_PAGE = 1000  # pages grow to this, which servers that cap answers accept
 
     def __init__(
         self, requester: Requester, roots: Roots, *, max_parts: int, chunk_size: int
@@ -215,14 +221,57 @@ class Session:
         """A series' SOP Instance UIDs in QIDO order, each checked as a safe file name.
 
         Raises:
-            UnexpectedResponseError: an invalid or repeated UID.
+            UnexpectedResponseError: an invalid or repeated UID, or a listing the
+                server cut short.
         """
-        query = build_query(include_fields=[SOP_INSTANCE_UID])
-        found = await self.search("instances", study_uid, series_uid, query)
+        return [
+            uid async for page in self.instance_uid_pages(study_uid, series_uid) for uid in page
+        ]
+
+    async def instance_uid_pages(
+        self, study_uid: str, series_uid: str
+    ) -> AsyncGenerator[list[str], None]:
+        """`list_instance_uids` page by page, so that downloads start on the first.
+
+        Pages grow from `FIRST_PAGE` to `LAST_PAGE` instances; the listing ends on
+        an empty page (a short one may be a server's cap). A page that repeats an
+        instance means the server ignores `offset`, or the series changed: the
+        series is then listed whole, once, and only instances not yet given follow.
+        """
+        given: set[str] = set()
+        offset, size = 0, self.FIRST_PAGE
+        while True:
+            query = build_query(include_fields=[SOP_INSTANCE_UID], limit=size, offset=offset)
+            page, _ = await self._instance_page(study_uid, series_uid, query)
+            if not page:
+                return
+            if given.intersection(page):
+                query = build_query(include_fields=[SOP_INSTANCE_UID])
+                page, warning = await self._instance_page(study_uid, series_uid, query)
+                if says_capped(warning):
+                    raise UnexpectedResponseError(
+                        f"series {series_uid}: the server ignores QIDO offset and caps its "
+                        "answers, so its instances cannot all be listed"
+                    )
+                yield [uid for uid in page if uid not in given]
+                return
+            given.update(page)
+            yield page
+            offset, size = offset + len(page), min(size * 2, self.LAST_PAGE)
+
+    async def _instance_page(
+        self, study_uid: str, series_uid: str, query: str
+    ) -> tuple[list[str], str | None]:
+        found, warning = await self.search_page("instances", study_uid, series_uid, query)
         uids = [server_uid(first_value(ds, SOP_INSTANCE_UID), "SOPInstanceUID") for ds in found]
         if len(set(uids)) != len(uids):
             raise UnexpectedResponseError(f"series {series_uid}: QIDO listed an instance twice")
-        return uids
+        return uids, warning
+
+
+def says_capped(warning: str | None) -> bool:
+    """A QIDO answer's `Warning` says the server left results out (RFC 7234 code 299)."""
+    return warning is not None and _CAPPED.search(warning) is not None
 
 
 def _content_type(response: httpx.Response) -> str | None:

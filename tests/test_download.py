@@ -24,6 +24,7 @@ from aiodicomweb import (
     MultipartUnsupportedError,
     UnexpectedResponseError,
 )
+from aiodicomweb._session import Session
 from tests.support.corpus import Corpus, stored_bytes
 from tests.support.dicomgen import TEST_CORPUS, SeriesSpec
 from tests.support.orthanc import OrthancServer
@@ -82,6 +83,20 @@ async def test_per_instance_download_follows_qido_order(client, orthanc, tmp_pat
     )  # fmt: skip
     sops = assert_series_folder(tmp_path / "out", orthanc, ALPHA)
     assert sops == qido_order(orthanc, ALPHA)
+
+
+async def test_per_instance_listing_in_small_pages_misses_and_repeats_nothing(
+    client, orthanc, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(Session, "FIRST_PAGE", 2)
+    monkeypatch.setattr(Session, "LAST_PAGE", 3)
+    assert ALPHA.instances > 2 + 3 + 3  # pages of 2, 3, 3, ... then an empty one
+    listed = await client.list_instance_uids(ALPHA.study_uid, ALPHA.series_uid)
+    assert listed == qido_order(orthanc, ALPHA)
+    await client.download_series(
+        ALPHA.study_uid, ALPHA.series_uid, tmp_path / "out", strategy="per_instance"
+    )
+    assert assert_series_folder(tmp_path / "out", orthanc, ALPHA) == listed
 
 
 @pytest.mark.parametrize("strategy", ["multipart", "per_instance"])
@@ -337,6 +352,71 @@ async def test_hostile_series_uid_from_qido_writes_nothing(tmp_path, hostile):
     assert os.listdir(parent) == []
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["parent"]
     assert not any("/instances/" in r for r in requests)
+
+
+def listing_server(count: int, cap: int, honours_offset: bool = True, warns: bool = True):
+    """Lists `count` instances of SERIES at most `cap` per answer (with the Warning that
+    servers capping answers send), honouring `limit` and, if told, `offset`; serves them."""
+    queries: list[dict[str, str]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if path.endswith(f"/series/{SERIES}/instances"):
+            query = dict(request.url.params)
+            queries.append(query)
+            start = int(query.get("offset", 0)) if honours_offset else 0
+            end = min(count, start + min(cap, int(query.get("limit", count))))
+            listing = [sop_json(f"{SERIES}.{n}") for n in range(start + 1, end + 1)]
+            headers = {"Content-Type": "application/dicom+json"}
+            if warns and end < count:
+                headers["Warning"] = '299 pacs.test "There are additional results to return"'
+            return httpx.Response(200, headers=headers, content=json.dumps(listing))
+        sop = path.rsplit("/", 1)[1]
+        return httpx.Response(200, headers={"Content-Type": "application/dicom"},
+                              content=DICM + sop.encode())  # fmt: skip
+
+    return handler, queries
+
+
+def sop_json(uid: str) -> dict[str, object]:
+    return {"00080018": {"vr": "UI", "Value": [uid]}}
+
+
+@pytest.mark.parametrize("warns", [True, False], ids=["with-warning", "silent"])
+async def test_a_server_capping_its_listing_is_paged_to_the_end(tmp_path, warns):
+    handler, queries = listing_server(count=40, cap=7, warns=warns)
+    async with AsyncDicomWebClient(
+        "http://pacs.test/dw", transport=httpx.MockTransport(handler)
+    ) as client:
+        expected = [f"{SERIES}.{n}" for n in range(1, 41)]
+        assert await client.list_instance_uids(STUDY, SERIES) == expected
+        result = await client.download_series(
+            STUDY, SERIES, tmp_path / "out", strategy="per_instance"
+        )
+    assert result.instances == 40
+    files = sorted((tmp_path / "out").iterdir())
+    assert [f.read_bytes() for f in files] == [DICM + uid.encode() for uid in expected]
+    assert queries[-1]["offset"] == "40"  # the walk ended on an empty page
+
+
+async def test_a_server_ignoring_offset_is_listed_whole_once():
+    handler, queries = listing_server(count=60, cap=1000, honours_offset=False)
+    async with AsyncDicomWebClient(
+        "http://pacs.test/dw", transport=httpx.MockTransport(handler)
+    ) as client:
+        listed = await client.list_instance_uids(STUDY, SERIES)
+    assert listed == [f"{SERIES}.{n}" for n in range(1, 61)]
+    assert "limit" not in queries[-1]  # the first page came again: one unpaged listing
+
+
+async def test_a_listing_that_cannot_be_completed_is_an_error_leaving_nothing(tmp_path):
+    handler, _ = listing_server(count=60, cap=10, honours_offset=False)
+    async with AsyncDicomWebClient(
+        "http://pacs.test/dw", transport=httpx.MockTransport(handler)
+    ) as client:
+        with pytest.raises(UnexpectedResponseError, match="cannot all be listed"):
+            await client.download_series(STUDY, SERIES, tmp_path / "out", strategy="per_instance")
+    assert os.listdir(tmp_path) == []
 
 
 async def test_retrieve_instance_accepts_a_single_part_dicom_answer():
