@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -98,6 +99,7 @@ class ContentType:
         return self.params.get(name.lower())
 
 
+@functools.lru_cache(maxsize=256)  # the same few values come with every part and answer
 def parse_content_type(value: str) -> ContentType:
     """Parse a ``Content-Type`` header value (RFC 9110 media type with parameters).
 
