@@ -159,29 +159,35 @@ def run_child(argv: Sequence[str], env: Mapping[str, str] | None = None) -> Chil
 
 
 def measure(
-    name: str, megabytes: float, argv: Sequence[str], runs: int, warmups: int = 1,
-    out_root: Path = SCRATCH, env: Mapping[str, str] | None = None,
-) -> Measurement:  # fmt: skip
-    """Run a case `warmups + runs` times, writing under `out_root`; keep the last `runs`."""
-    result = Measurement(name, megabytes)
+    cases: Sequence[tuple[str, Sequence[str], Mapping[str, str] | None]], megabytes: float,
+    runs: int, warmups: int = 1, out_root: Path = SCRATCH,
+) -> list[Measurement]:  # fmt: skip
+    """Run each case (name, argv, env) `warmups + runs` times, in rounds; keep the last `runs`.
+
+    Each round runs every case once, so that a slow spell of the machine (another
+    process, the kernel writing back pages) falls on all cases alike rather than
+    on whichever ran during it.
+    """
+    results = [Measurement(name, megabytes) for name, _, _ in cases]
     for index in range(warmups + runs):
-        scratch = Path(tempfile.mkdtemp(dir=out_root))
-        os.sync()  # start each run without the previous run's dirty pages to flush
-        try:
-            out_arg = [a.replace("{OUT}", str(scratch)) for a in argv]
-            run = run_child(out_arg, env)
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
-        if index < warmups:
-            continue
-        result.walls.append(run.wall)
-        result.rss_mb.append(run.rss_mb)
-        result.cpus.append(run.cpu)
-        if "seconds" in run.report:
-            result.inprocs.append(float(run.report["seconds"]))
-        if "cpu_seconds" in run.report:
-            result.transfer_cpus.append(float(run.report["cpu_seconds"]))
-    return result
+        for (_, argv, env), result in zip(cases, results, strict=True):
+            scratch = Path(tempfile.mkdtemp(dir=out_root))
+            os.sync()  # start each run without the previous run's dirty pages to flush
+            try:
+                out_arg = [a.replace("{OUT}", str(scratch)) for a in argv]
+                run = run_child(out_arg, env)
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
+            if index < warmups:
+                continue
+            result.walls.append(run.wall)
+            result.rss_mb.append(run.rss_mb)
+            result.cpus.append(run.cpu)
+            if "seconds" in run.report:
+                result.inprocs.append(float(run.report["seconds"]))
+            if "cpu_seconds" in run.report:
+                result.transfer_cpus.append(float(run.report["cpu_seconds"]))
+    return results
 
 
 def start_orthanc(cache_mb: int = 1024) -> OrthancServer:

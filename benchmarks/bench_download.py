@@ -182,11 +182,9 @@ def study_cases(
 
 
 def run_cases(cases: list[Case], mb: float, runs: int, out: Path) -> list[Row]:
-    rows = []
-    for case in cases:
-        result = measure(case.name, mb, case.argv, runs, out_root=out, env=case.origin.env)
-        rows.append(Row(case, result))
-    return rows
+    specs = [(case.name, case.argv, case.origin.env) for case in cases]
+    results = measure(specs, mb, runs, out_root=out)
+    return [Row(case, result) for case, result in zip(cases, results, strict=True)]
 
 
 def report(title: str, rows: list[Row]) -> str:
@@ -238,7 +236,8 @@ def report(title: str, rows: list[Row]) -> str:
 
 NOTES = """\
 MB = 10^6 bytes; MB/s from the in-process transfer time (curl: its time_total; curl -Z: \
-its wall time, start included); medians of {runs} runs after 1 warm-up.
+its wall time, start included); medians of {runs} runs after 1 warm-up, in rounds \
+(each round runs every case once).
 `vs curl` and `CPU vs curl` compare each row with the curl row of the same scheme: \
 per_instance rows with `curl -Z per instance` (one `URL -o FILE` pair per instance, \
 {parallel} at a time, the URLs listed by QIDO before the timing; aiodicomweb's \
