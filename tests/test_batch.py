@@ -587,6 +587,53 @@ def test_dask_worker_killed_mid_series_ends_byte_exact_with_nothing_left_behind(
     assert leftovers(out) == []
 
 
+@pytest.mark.filterwarnings("ignore:Closing semaphore:RuntimeWarning")
+def test_an_item_dask_gives_up_on_fails_alone_and_the_rerun_completes_it(
+    orthanc: OrthancServer, slow_set: tuple[SeriesSpec, ...], relay: SlowRelay, tmp_path: Path
+):  # fmt: skip
+    distributed = pytest.importorskip("distributed")
+    import dask
+
+    manifest = write_csv(tmp_path / "m.csv", series_rows(slow_set))
+    out = tmp_path / "out"
+    outcome: dict[str, Any] = {}
+    # No second chance: the task running on a killed worker ends as KilledWorker.
+    with (
+        dask.config.set({"distributed.scheduler.allowed-failures": 0}),
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0"
+        ) as cluster,
+        distributed.Client(cluster, set_as_default=False) as client,
+    ):
+        pids = list(client.run(os.getpid).values())
+
+        def batch() -> None:
+            outcome["result"] = download_manifest(
+                manifest, out, url=relay.url, scheduler=client, max_requests=4
+            )
+
+        running = threading.Thread(target=batch)
+        running.start()
+        kill_a_worker_writing_a_series(pids, running)
+        running.join(timeout=250)
+        assert not running.is_alive()
+    result: BatchResult = outcome["result"]
+    given_up = result.with_status("failed")
+    assert given_up, "the killed worker's series was retried despite allowed-failures=0"
+    assert {item.error_type for item in given_up} == {"KilledWorker"}
+    assert all(item.error for item in given_up)
+    assert len(result.with_status("downloaded")) == len(slow_set) - len(given_up)
+
+    again = download_manifest(manifest, out, url=orthanc.dicomweb_url)
+    assert statuses(again) == {
+        spec.series_uid: "downloaded" if spec.series_uid in {i.series_uid for i in given_up}
+        else "skipped"
+        for spec in slow_set
+    }  # fmt: skip
+    assert_series_exact(out, orthanc, slow_set)
+    assert leftovers(out) == []  # the killed item's staging folder is cleared by the rerun
+
+
 def kill_a_worker_writing_a_series(pids: Sequence[int], running: threading.Thread) -> int:
     """SIGKILL the first worker seen with a file open in a staging folder; its pid."""
     while running.is_alive():
