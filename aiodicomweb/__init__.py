@@ -25,6 +25,7 @@ from aiodicomweb._exceptions import (
     MultipartError,
     MultipartUnsupportedError,
     StoreFailedError,
+    UIDTypeError,
     UnexpectedResponseError,
 )
 from aiodicomweb._legacy import DicomWebAdapter, DicomWebAdapter_Fallback
@@ -70,6 +71,7 @@ __all__ = [
     "StoreResult",
     "StoredInstance",
     "SyncPart",
+    "UIDTypeError",
     "UnexpectedResponseError",
     "__version__",
     "check_destination",

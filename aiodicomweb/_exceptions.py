@@ -22,6 +22,7 @@ __all__ = [
     "MultipartError",
     "MultipartUnsupportedError",
     "StoreFailedError",
+    "UIDTypeError",
     "UnexpectedResponseError",
 ]
 
@@ -132,6 +133,10 @@ class DicomWebUsageError(DicomWebError, ValueError):
 
 class InvalidUIDError(DicomWebUsageError):
     """A value is not a valid DICOM UID (digits and dots, at most 64 characters)."""
+
+
+class UIDTypeError(InvalidUIDError, TypeError):
+    """A UID given as something other than a string (also a `TypeError`)."""
 
 
 class ClientClosedError(DicomWebUsageError, RuntimeError):

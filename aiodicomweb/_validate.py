@@ -5,7 +5,12 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from aiodicomweb._exceptions import DicomWebUsageError, InvalidUIDError, UnexpectedResponseError
+from aiodicomweb._exceptions import (
+    DicomWebUsageError,
+    InvalidUIDError,
+    UIDTypeError,
+    UnexpectedResponseError,
+)
 
 __all__ = [
     "checked_headers",
@@ -73,7 +78,10 @@ def validate_uid(value: object, what: str = "UID") -> str:
 
     Raises:
         InvalidUIDError: `value` is not a valid UID (also a ValueError).
+        UIDTypeError: `value` is not a string (an InvalidUIDError, also a TypeError).
     """
+    if not isinstance(value, str):
+        raise UIDTypeError(f"{what} must be a string, not {type(value).__name__}: {value!r}")
     if not is_valid_uid(value):
         raise InvalidUIDError(f"invalid {what}: {value!r} (expected digits and dots, <= 64 chars)")
     assert isinstance(value, str)

@@ -14,6 +14,7 @@ from aiodicomweb._exceptions import (
     DicomWebError,
     DicomWebUsageError,
     InvalidUIDError,
+    UIDTypeError,
     UnexpectedResponseError,
 )
 from aiodicomweb._urls import build_query, qido_path, redact_url
@@ -81,6 +82,24 @@ def test_validate_uid_raises_invalid_uid_error_which_is_a_value_error(value: obj
     assert isinstance(error, DicomWebError)
     assert not isinstance(error, ConnectionError)
     assert "StudyInstanceUID" in str(error)
+
+
+@pytest.mark.parametrize("value", [None, 12, 1.2, b"1.2", ["1.2"]], ids=repr)
+def test_a_uid_that_is_not_a_string_is_also_a_type_error(value: object) -> None:
+    with pytest.raises(
+        UIDTypeError, match=f"StudyInstanceUID must be a string, not {type(value).__name__}"
+    ):
+        validate_uid(value, "StudyInstanceUID")
+    with pytest.raises(TypeError):
+        validate_uid(value)
+    with pytest.raises(InvalidUIDError):
+        validate_uid(value)
+
+
+def test_a_string_that_is_not_a_uid_is_not_a_type_error() -> None:
+    with pytest.raises(InvalidUIDError) as caught:
+        validate_uid("1.2.x")
+    assert not isinstance(caught.value, TypeError)
 
 
 @pytest.mark.parametrize("value", INVALID_UIDS)
