@@ -14,7 +14,8 @@ cases take turns, round after round, so that a busy machine slows them alike:
 - `cluster running, Dask defaults`: likewise, with Dask's default worker settings
   (statistical profiler on, `MALLOC_TRIM_THRESHOLD_=65536`) instead of the batch's.
 
-Usage: `python benchmarks/bench_batch.py [--quick] [--runs N] [--out DIR]`. The goal:
+Usage: `python benchmarks/bench_batch.py [--quick] [--runs N] [--instances N] [--out DIR]`
+(`--instances 96`: series of 50 MB, closer to a CT series). The goal:
 `cluster running` within 1.15x of `in-process`.
 """
 
@@ -53,9 +54,9 @@ BATCH_SETTINGS = {
 }  # fmt: skip
 
 
-def specs(quick: bool) -> list[SeriesSpec]:
-    """10 studies x 4 series: 24 instances of 512 x 512 each (about 12.6 MB a series)."""
-    size, instances = (256, 2) if quick else (512, 24)
+def specs(quick: bool, instances: int) -> list[SeriesSpec]:
+    """10 studies x 4 series of `instances` instances of 512 x 512 (0.52 MB each)."""
+    size, instances = (256, 2) if quick else (512, instances)
     return [
         SeriesSpec(study=8100 + study, series=series, instances=instances, rows=size, columns=size)
         for study in range(1, 11)
@@ -164,6 +165,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--child", choices=sorted(CASES), help=argparse.SUPPRESS)
     parser.add_argument("--quick", action="store_true", help="small series, fewer runs")
+    parser.add_argument("--instances", type=int, default=24,
+                        help="instances per series (default 24: 12.6 MB a series)")  # fmt: skip
     parser.add_argument("--runs", type=int, default=None, help="measured runs (default 5)")
     parser.add_argument("--out", type=Path, default=SCRATCH, help="where the batches write")
     parser.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
@@ -171,7 +174,7 @@ def main() -> int:
     if args.child:
         return child(args.child, *args.rest)
     runs = args.runs or (2 if args.quick else 5)
-    series = specs(args.quick)
+    series = specs(args.quick, args.instances)
     args.out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(dir=args.out))
     server = None
