@@ -82,9 +82,14 @@ def validate_uid(value: object, what: str = "UID") -> str:
     """
     if not isinstance(value, str):
         raise UIDTypeError(f"{what} must be a string, not {type(value).__name__}: {value!r}")
-    if not is_valid_uid(value):
-        raise InvalidUIDError(f"invalid {what}: {value!r} (expected digits and dots, <= 64 chars)")
-    assert isinstance(value, str)
+    if len(value) > _UID_MAX:
+        raise InvalidUIDError(
+            f"invalid {what}: UID {value!r} is longer than {_UID_MAX} characters"
+        )
+    if not _UID_RE.fullmatch(value):
+        raise InvalidUIDError(
+            f"invalid {what}: UID {value!r} must match regex [0-9]+(\\.[0-9]+)* (digits and dots)"
+        )
     return value
 
 

@@ -431,7 +431,7 @@ def test_cli_bad_manifest_exits_2_naming_the_line(
     argv = ["--url", "http://127.0.0.1:9/dicom-web", "batch", str(manifest), "-o", str(tmp_path)]
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert "error: m.csv line 3: invalid SeriesInstanceUID: '1.2.3.x'" in err
+    assert "error: m.csv line 3: invalid SeriesInstanceUID: UID '1.2.3.x' must match" in err
     assert "nothing was downloaded" in err
 
 
