@@ -81,7 +81,8 @@ class _Upload:
             return None, None
 
 
-def _upload(item: object, number: int) -> _Upload:
+def _upload(item: object, number: int, checked: bool) -> _Upload:
+    """One item as an upload; `checked`: its file was found DICOM already (`_totals`)."""
     if isinstance(item, (bytes, bytearray, memoryview)):
         data = bytes(item)
         return _Upload(f"<bytes #{number}>", len(data), data=data)
@@ -89,7 +90,7 @@ def _upload(item: object, number: int) -> _Upload:
         data = dataset_bytes(cast("Dataset", item))
         return _Upload(f"<dataset #{number}>", len(data), data=data)
     if isinstance(item, (str, os.PathLike)):
-        path = _instance_file(item)
+        path = Path(item) if checked else _instance_file(item)
         return _Upload(str(path), path.stat().st_size, path=path)
     raise DicomWebUsageError(
         f"cannot store a {type(item).__name__}: give paths, bytes or pydicom Datasets"
@@ -99,16 +100,17 @@ def _upload(item: object, number: int) -> _Upload:
 async def _uploads(items: StoreSource) -> AsyncIterator[_Upload]:
     """Every instance in `items`, which may be one item or a (async) iterable of them."""
     if isinstance(items, (str, os.PathLike, bytes, bytearray, memoryview)) or is_dataset(items):
-        yield _upload(items, 0)
+        yield _upload(items, 0, checked=False)
         return
     if isinstance(items, AsyncIterable):
         number = 0
         async for item in cast("AsyncIterable[StoreItem]", items):
-            yield _upload(item, number)
+            yield _upload(item, number, checked=False)
             number += 1
         return
+    checked = isinstance(items, (list, tuple))  # `_totals` read their files' preambles
     for number, item in enumerate(items):
-        yield _upload(item, number)
+        yield _upload(item, number, checked)
 
 
 async def _batches(
