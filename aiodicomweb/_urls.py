@@ -251,6 +251,8 @@ def rendered_query(
 
 def redact_url(url: str) -> str:
     """`url` without user information, for messages, logs and reprs."""
+    if "@" not in url:
+        return url  # no user information without an `@` (the common case, every request)
     parts = urlsplit(url)
     if parts.username is None and parts.password is None:
         return url

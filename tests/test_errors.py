@@ -295,7 +295,8 @@ async def test_huge_error_body_gives_a_bounded_excerpt_and_is_not_read_whole(
     assert 0 < len(error.body_excerpt) <= 1024
     assert len(str(error)) <= 2048
     assert len(repr(error)) <= 2048
-    assert body.pulled <= 1024 * 1024
+    # One 1 MiB read at most, and what TLS buffers ahead of it: a fifth of the body.
+    assert body.pulled <= 2 * 1024 * 1024
 
 
 @pytest.mark.anyio
