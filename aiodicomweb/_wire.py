@@ -420,7 +420,15 @@ class _Tls:
         return pending
 
     def receive(self, sock: socket.socket) -> bool:
-        """Move what the socket holds to the TLS object; False if it would block."""
+        """Move what the socket holds to the TLS object; False if it would block.
+
+        First sends what the TLS object wrote while reading (a key update, an answer
+        to a renegotiation), which the server may be waiting for.
+        """
+        if self.outgoing.pending or self.unsent:
+            self.unsent = self.encrypt(b"")
+            with contextlib.suppress(OSError):  # a broken socket shows at the read below
+                self.unsent = self.unsent[sock.send(self.unsent) :]
         try:
             count = sock.recv_into(self.raw)
         except BlockingIOError:
@@ -429,10 +437,6 @@ class _Tls:
             self.incoming.write(self.raw[:count])
         else:
             self.incoming.write_eof()  # the TLS object tells a close_notify from a cut
-        if self.outgoing.pending:  # an answer to the server (a key update): sent when it can be
-            self.unsent = self.encrypt(b"")
-            with contextlib.suppress(OSError):  # a broken socket shows at the next read
-                self.unsent = self.unsent[sock.send(self.unsent) :]
         return True
 
     def idle(self, sock: socket.socket) -> bool:

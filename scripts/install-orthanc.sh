@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Install Debian's Orthanc, its DICOMweb plugin and nginx, idempotently and without
+# Install Debian's Orthanc, its DICOMweb plugin, nginx and openssl, idempotently and without
 # leaving a system-wide Orthanc or nginx running. The test suite starts its own
 # instances: Orthanc on loopback, and nginx as a TLS front for the HTTPS tests
-# (tests/support/tls.py).
+# (tests/support/tls.py); `openssl s_server` renegotiates for a TLS test (test_wire.py).
 set -euo pipefail
 # The tests run this script against a scratch folder standing for / (system paths only).
 root=${INSTALL_ORTHANC_TEST_ROOT:-}
@@ -11,12 +11,12 @@ root=${INSTALL_ORTHANC_TEST_ROOT:-}
 have_nginx() { command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; }
 have_orthanc() { command -v Orthanc >/dev/null 2>&1 || [ -x /usr/sbin/Orthanc ]; }
 
-if have_orthanc && dpkg -s orthanc-dicomweb >/dev/null 2>&1 && have_nginx; then
-    echo "install-orthanc: Orthanc, orthanc-dicomweb and nginx are already installed"
+if have_orthanc && dpkg -s orthanc-dicomweb >/dev/null 2>&1 && have_nginx && command -v openssl >/dev/null 2>&1; then
+    echo "install-orthanc: Orthanc, orthanc-dicomweb, nginx and openssl are already installed"
     exit 0
 fi
 if [ "$(id -u)" -ne 0 ]; then
-    echo "install-orthanc: must run as root (or: sudo apt-get install orthanc orthanc-dicomweb nginx)" >&2
+    echo "install-orthanc: must run as root (or: sudo apt-get install orthanc orthanc-dicomweb nginx openssl)" >&2
     exit 1
 fi
 if ! command -v apt-get >/dev/null 2>&1; then
@@ -58,7 +58,7 @@ nginx_before=$(service_pid nginx "$root/run/nginx.pid")
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 # On bookworm `nginx` itself is the minimal build (nginx-light only adds a module).
-apt-get install -y -qq --no-install-recommends orthanc orthanc-dicomweb nginx >/dev/null
+apt-get install -y -qq --no-install-recommends orthanc orthanc-dicomweb nginx openssl >/dev/null
 
 # Belt and braces, should a pre-existing policy-rc.d have let a service start: stop
 # that service's own process, never another Orthanc or nginx (the tests' own

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
+import shutil
 import socket
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -187,6 +189,85 @@ async def test_a_tls_close_ends_a_close_delimited_body_as_in_httpx(
     with raw_server(lambda path: script, tls=wire_tls) as url:
         async with AsyncDicomWebClient(url, retry=None, verify=certificates.ca) as client:
             assert len(await client.search_studies()) == 1
+
+
+class OpensslServer:
+    """`openssl s_server` on loopback, one connection: what it reads is collected, what
+    is written to its stdin is sent, and lines `r` (renegotiate) or `K` (key update,
+    answer requested) are its commands, which Python's ssl module cannot give a server."""
+
+    def __init__(self, certificate: Path, protocol: str) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.process = subprocess.Popen(
+            ["openssl", "s_server", "-accept", f"127.0.0.1:{self.port}", "-cert",
+             str(certificate), protocol, "-naccept", "1"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        self.output = bytearray()
+        threading.Thread(target=self._collect, daemon=True).start()
+        self.wait_for(b"ACCEPT")  # listening
+
+    def _collect(self) -> None:
+        assert self.process.stdout is not None
+        while data := self.process.stdout.read1(4096):
+            self.output += data
+
+    def wait_for(self, text: bytes, timeout: float = 10) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.output:
+            assert time.monotonic() < deadline, (
+                f"no {text!r} from s_server: {self.output[-500:]!r}"
+            )
+            time.sleep(0.02)
+
+    def send(self, data: bytes) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(data)
+        self.process.stdin.flush()
+        time.sleep(0.3)  # s_server reads stdin in its own time: one write, one read
+
+    def stop(self) -> None:
+        self.process.kill()
+        self.process.wait()
+
+
+@pytest.mark.parametrize(
+    ("protocol", "command", "handshakes"),
+    [
+        pytest.param("-tls1_2", b"r\n", 2, id="tls1.2-renegotiation"),
+        pytest.param("-tls1_3", b"K\n", 1, id="tls1.3-key-update"),
+    ],
+)
+async def test_a_server_renegotiating_or_updating_keys_mid_answer_is_answered(
+    protocol: str, command: bytes, handshakes: int, certificates: Any
+) -> None:
+    if shutil.which("openssl") is None:
+        pytest.fail("the openssl command is needed (scripts/install-orthanc.sh installs it)")
+    server = OpensslServer(certificates.server, protocol)
+    body = ("[" + ",".join([STUDY[1:-1]] * 2) + "]").encode()  # two datasets
+    head = (JSON_HEAD + f"Content-Length: {len(body)}\r\n\r\n").encode()
+    try:
+        async with AsyncDicomWebClient(
+            f"https://127.0.0.1:{server.port}", verify=certificates.ca, retry=None, timeout=10
+        ) as client, anyio.create_task_group() as group:  # fmt: skip
+            found: list[Any] = []
+
+            async def search() -> None:
+                found.extend(await client.search_studies())
+
+            group.start_soon(search)
+            await anyio.to_thread.run_sync(server.wait_for, b"GET /studies")
+            for data in (head + body[:20], command, body[20:]):
+                await anyio.to_thread.run_sync(server.send, data)
+        assert len(found) == 2  # the body's second half came under the new keys
+        # TLS 1.2: the server's new handshake completed, with the client's answers.
+        # s_server's count at the close: a renegotiation finishes only if the client,
+        # reading the body, also sent its part of the new handshake.
+        server.wait_for(b"%d server accepts that finished" % handshakes)
+    finally:
+        server.stop()
 
 
 # -- closed means closed -------------------------------------------------------------
