@@ -97,8 +97,9 @@ def _upload(item: object, number: int, checked: bool) -> _Upload:
     )
 
 
-async def _uploads(items: StoreSource) -> AsyncIterator[_Upload]:
-    """Every instance in `items`, which may be one item or a (async) iterable of them."""
+async def _uploads(items: StoreSource, checked: bool) -> AsyncIterator[_Upload]:
+    """Every instance in `items`, which may be one item or a (async) iterable of them;
+    `checked`: the files of a list were found DICOM already (`_totals`)."""
     if isinstance(items, (str, os.PathLike, bytes, bytearray, memoryview)) or is_dataset(items):
         yield _upload(items, 0, checked=False)
         return
@@ -108,17 +109,16 @@ async def _uploads(items: StoreSource) -> AsyncIterator[_Upload]:
             yield _upload(item, number, checked=False)
             number += 1
         return
-    checked = isinstance(items, (list, tuple))  # `_totals` read their files' preambles
     for number, item in enumerate(items):
         yield _upload(item, number, checked)
 
 
 async def _batches(
-    items: StoreSource, max_request_size: int, max_instances: int
+    items: StoreSource, max_request_size: int, max_instances: int, checked: bool
 ) -> AsyncIterator[list[_Upload]]:
     batch: list[_Upload] = []
     size = 0
-    async for upload in _uploads(items):
+    async for upload in _uploads(items, checked):
         if batch and (size + upload.size > max_request_size or len(batch) >= max_instances):
             yield batch
             batch, size = [], 0
@@ -257,7 +257,9 @@ async def store(
             progress(StoreProgress(done[0], done[1], done[2], total_instances, total_bytes))
 
     async with task_group() as group:
-        async for batch in _batches(items, target, max_instances_per_request):
+        # `_totals` has read the preambles of a list's files (and only then counts them).
+        checked = total_instances is not None
+        async for batch in _batches(items, target, max_instances_per_request, checked):
             await limiter.acquire()  # bounds batches in flight, and batches prepared
             results.append(StoreResult.empty())
             group.start_soon(send, len(results) - 1, batch)
